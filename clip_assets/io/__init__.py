@@ -1,0 +1,1 @@
+"""I/O: drops (webdataset shards), the Parquet warehouse, the DuckDB catalog, exports."""
