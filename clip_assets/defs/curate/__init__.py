@@ -1,0 +1,5 @@
+"""curate domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

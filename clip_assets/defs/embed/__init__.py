@@ -1,0 +1,5 @@
+"""embed domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

@@ -1,0 +1,5 @@
+"""iwl domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

@@ -1,0 +1,5 @@
+"""score domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

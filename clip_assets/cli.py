@@ -1,0 +1,271 @@
+"""``clip-assets``: the headless side of the platform, next to the Dagster UI.
+
+Subcommands: synth, materialize, status, sql, demo (``clip-assets <cmd> --help`` explains each).
+They use the data home ($CLIP_ASSETS_HOME, else data/ under the project) and the Dagster instance in
+$DAGSTER_HOME, else the project's own dagster.yaml, so runs made here show up in ``dagster dev`` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from clip_assets import config
+
+
+def _instance():
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        root = config.project_root()
+        if root is not None and (root / "dagster.yaml").is_file():
+            os.environ["DAGSTER_HOME"] = str(root)
+            os.chdir(root)  # dagster.yaml's storage paths are relative to the project root
+        else:
+            return dg.DagsterInstance.ephemeral()
+    return dg.DagsterInstance.get()
+
+
+def _print_table(table, fmt: str = "table", max_rows: int = 50) -> None:
+    import polars as pl
+
+    df = pl.from_arrow(table)
+    if fmt == "csv":
+        sys.stdout.write(df.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(df.write_json() + "\n")
+    else:
+        with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200,
+                       tbl_hide_dataframe_shape=False):
+            print(df)
+
+
+# ---------------------------------------------------------------- synth
+def cmd_synth(args) -> int:
+    from clip_assets.world import write_drops
+
+    out = Path(args.out) if args.out else config.landing_dir()
+    t0 = time.perf_counter()
+    paths = write_drops(out, drops=args.drops, pairs=args.pairs, seed=args.seed, shard_size=args.shard_size,
+                        image_format=args.image_format, start=args.start)
+    dt = time.perf_counter() - t0
+    for p in paths:
+        print(p)
+    print(f"wrote {len(paths)} drop(s) x {args.pairs} pairs to {out} in {dt:.1f}s", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- materialize
+def _register_complete_drops(instance) -> list[str]:
+    from clip_assets.defs.ingest.sensors import plan_landing
+    from clip_assets.defs.partitions import drops_partitions
+
+    known = set(instance.get_dynamic_partitions(drops_partitions.name))
+    new, _, bad = plan_landing(config.landing_dir(), known)
+    if bad:
+        print(f"skipping landing folders with unsafe names: {bad}", file=sys.stderr)
+    if new:
+        instance.add_dynamic_partitions(drops_partitions.name, new)
+    return sorted(known | set(new))
+
+
+def materialize(select: str | None, drops: list[str] | None, all_drops: bool, skip_global: bool = False,
+                log=print) -> dict:
+    """Materialize per-drop assets for the chosen drops, then the global assets. Returns timings per step."""
+    import dagster as dg
+
+    from clip_assets.definitions import defs
+    from clip_assets.io.drops import validate_drop_name
+
+    instance = _instance()
+    known = _register_complete_drops(instance)
+    if drops:
+        for d in drops:
+            validate_drop_name(d)
+            if d not in known:
+                raise SystemExit(f"drop {d!r} is not a complete drop in {config.landing_dir()} (known: {known})")
+        todo = drops
+    elif all_drops:
+        todo = known
+    else:
+        todo = []
+    graph = defs.resolve_asset_graph()
+    all_assets = list(defs.assets or [])
+    resources = defs.resources or {}
+    sel = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
+    per_drop = (sel & dg.AssetSelection.tag("grain", "drop")).resolve(graph)
+    global_keys = (sel & dg.AssetSelection.tag("grain", "global")).resolve(graph)
+    timings: dict[str, float] = {}
+    for d in todo if per_drop else []:
+        t0 = time.perf_counter()
+        log(f"materializing {len(per_drop)} per-drop asset(s) for drop {d} ...")
+        res = dg.materialize(all_assets, selection=list(per_drop), partition_key=d, instance=instance,
+                             resources=resources, raise_on_error=False)
+        if not res.success:
+            raise SystemExit(f"run for drop {d} failed: see `dagster dev` or the log above (run {res.run_id})")
+        timings[f"drop {d}"] = time.perf_counter() - t0
+    if global_keys and not skip_global:
+        t0 = time.perf_counter()
+        log(f"materializing {len(global_keys)} global asset(s) ...")
+        res = dg.materialize(all_assets, selection=list(global_keys), instance=instance, resources=resources,
+                             raise_on_error=False)
+        if not res.success:
+            raise SystemExit(f"global run failed (run {res.run_id})")
+        timings["global assets"] = time.perf_counter() - t0
+    return timings
+
+
+def cmd_materialize(args) -> int:
+    timings = materialize(args.select, args.drop, args.all_drops, skip_global=args.no_global)
+    for k, v in timings.items():
+        print(f"{k:<40s} {v:8.1f}s")
+    return 0
+
+
+# ---------------------------------------------------------------- status
+def cmd_status(args) -> int:
+    import pyarrow as pa
+
+    from clip_assets.definitions import defs
+    from clip_assets.defs.partitions import drops_partitions
+    from clip_assets.io.drops import scan_landing
+
+    instance = _instance()
+    known = set(instance.get_dynamic_partitions(drops_partitions.name))
+    graph = defs.resolve_asset_graph()
+    import dagster as dg
+
+    per_drop_keys = sorted(dg.AssetSelection.tag("grain", "drop").resolve(graph), key=lambda k: k.to_user_string())
+    materialized = {k: set(instance.get_materialized_partitions(k)) for k in per_drop_keys}
+    landing = {st.name: st for st in scan_landing(config.landing_dir())}
+    rows = []
+    for name in sorted(set(landing) | known):
+        st = landing.get(name)
+        row = {
+            "drop": name,
+            "landing": "missing" if st is None else ("complete" if st.complete else
+                                                     ("bad name" if st.name_error else "incomplete")),
+            "partition": name in known,
+        }
+        for k in per_drop_keys:
+            row[k.to_user_string()] = name in materialized[k]
+        rows.append(row)
+    print(f"data home: {config.data_home()}")
+    if not rows:
+        print("no drops yet: put drops in", config.landing_dir(), "or run `clip-assets synth`")
+        return 0
+    _print_table(pa.Table.from_pylist(rows), args.format)
+    glob = sorted(dg.AssetSelection.tag("grain", "global").resolve(graph), key=lambda k: k.to_user_string())
+    g_rows = []
+    for k in glob:
+        ev = instance.get_latest_materialization_event(k)
+        g_rows.append({"global asset": k.to_user_string(),
+                       "last materialized": "never" if ev is None else
+                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev.timestamp))})
+    if g_rows:
+        _print_table(pa.Table.from_pylist(g_rows), args.format)
+    return 0
+
+
+# ---------------------------------------------------------------- sql
+def cmd_sql(args) -> int:
+    from clip_assets.io import catalog
+
+    if not args.no_refresh:
+        catalog.refresh_views()
+    params = [json.loads(p) if args.json_params else p for p in (args.param or [])]
+    table = catalog.query(args.query, params)
+    _print_table(table, args.format, args.max_rows)
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from clip_assets.io import catalog
+    from clip_assets.world import write_drops
+
+    t_all = time.perf_counter()
+    landing = config.landing_dir()
+    print(f"data home: {config.data_home()}")
+    existing = [p for p in landing.glob(f"synth-s{args.seed}-*") if p.is_dir()] if landing.exists() else []
+    if len(existing) < args.drops:
+        t0 = time.perf_counter()
+        write_drops(landing, drops=args.drops, pairs=args.pairs, seed=args.seed)
+        print(f"synthetic drops: {args.drops} x {args.pairs} pairs written in {time.perf_counter() - t0:.1f}s")
+    else:
+        print(f"synthetic drops already in {landing}: {len(existing)}")
+    timings = materialize(None, None, all_drops=True)
+    catalog.refresh_views()
+    print()
+    _print_table(catalog.query(catalog.load_sql("queries/demo_summary")))
+    print()
+    for k, v in timings.items():
+        print(f"  {k:<38s} {v:8.1f}s")
+    print(f"demo chain total: {time.perf_counter() - t_all:.1f}s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clip-assets", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="write synthetic drops (img2dataset webdataset layout) with exact ground truth",
+                       description="Write N synthetic drops of M pairs each, plus <drop>.truth.parquet and "
+                                   "world.json beside them. Same seed, same bytes.")
+    s.add_argument("--out", help="folder to write drops into (default: <home>/landing)")
+    s.add_argument("--drops", type=int, default=1)
+    s.add_argument("--pairs", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--start", type=int, default=0, help="index of the first drop (drop names end in it)")
+    s.add_argument("--shard-size", type=int, default=1000)
+    s.add_argument("--image-format", default="jpg", choices=["jpg", "png", "webp"])
+    s.set_defaults(fn=cmd_synth)
+
+    m = sub.add_parser("materialize", help="materialize assets for drops without the UI",
+                       description="Registers every complete landing drop as a partition, then materializes the "
+                                   "selected per-drop assets for the chosen drops and then the selected global "
+                                   "assets. Selection uses Dagster's syntax, e.g. 'key:raw_pairs', "
+                                   "'group:ingest', 'key:raw_pairs+' (with downstream).")
+    m.add_argument("--select", help="Dagster asset selection string (default: everything)")
+    g = m.add_mutually_exclusive_group()
+    g.add_argument("--drop", action="append", help="a drop to materialize (repeatable)")
+    g.add_argument("--all-drops", action="store_true", help="every known drop")
+    m.add_argument("--no-global", action="store_true", help="skip the global (non-partitioned) assets")
+    m.set_defaults(fn=cmd_materialize)
+
+    st = sub.add_parser("status", help="drops in the landing folder and which assets are materialized")
+    st.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    st.set_defaults(fn=cmd_status)
+
+    q = sub.add_parser("sql", help="run one SQL query against the DuckDB catalog and print the result",
+                       description="Views: raw_pairs, rejected_pairs, drops and one per downstream table. Bind "
+                                   "values with ? and --param, e.g. clip-assets sql \"SELECT * FROM drops WHERE "
+                                   "drop = ?\" --param synth-s0-000")
+    q.add_argument("query")
+    q.add_argument("--param", action="append", help="value bound to the next ? (repeatable)")
+    q.add_argument("--json-params", action="store_true", help="parse each --param as JSON (numbers, lists)")
+    q.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    q.add_argument("--max-rows", type=int, default=50)
+    q.add_argument("--no-refresh", action="store_true", help="do not re-create views first")
+    q.set_defaults(fn=cmd_sql)
+
+    d = sub.add_parser("demo", help="synthetic drops -> every asset -> a summary, with timings")
+    d.add_argument("--drops", type=int, default=2)
+    d.add_argument("--pairs", type=int, default=2000)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

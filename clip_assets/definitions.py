@@ -1,0 +1,15 @@
+"""The code location: merges every domain's definitions and binds resources. No logic here."""
+
+import dagster as dg
+
+from clip_assets.defs import curate, embed, ingest, iwl, score
+from clip_assets.defs.resources import HomeResource
+
+defs = dg.Definitions.merge(
+    ingest.defs,
+    embed.defs,
+    score.defs,
+    curate.defs,
+    iwl.defs,
+    dg.Definitions(resources={"home": HomeResource()}),
+)
