@@ -1,0 +1,280 @@
+"""Write synthetic drops in img2dataset's webdataset output layout, with the exact truth beside them.
+
+Layout written by :func:`write_drops` under ``out_dir``::
+
+    world.json                      the World's parameters (World.from_dict reads them back)
+    <drop>/NNNNN.tar                {key}.jpg|png|webp, {key}.txt (caption), {key}.json (img2dataset metadata)
+    <drop>/NNNNN.parquet            one row per sample, img2dataset's columns (IMG2DATASET_SCHEMA)
+    <drop>/NNNNN_stats.json         img2dataset's per-shard counts, written last for each shard
+    <drop>.truth.parquet            one row per sample: latent, flags, exact log-ratio and KLs (TRUTH_SCHEMA)
+
+Keys are ``f"{shard:05d}{idx:04d}"`` like img2dataset. Every byte is a function of (world, seed, drop number,
+pairs, shard_size, image_format): shard ``s`` of drop number ``n`` draws from
+``np.random.default_rng(SeedSequence([seed, n, s]))``, tar members carry mtime 0, uid/gid 0 and mode 0o444, and
+the stats use a synthetic clock (shard ``s`` runs from ``s`` to ``s + 1`` seconds after the epoch) instead of
+the wall clock. A drop is built in a hidden staging folder (``.<drop>.staging-*``; inside it each tar and parquet
+goes through a temporary name and a rename, then the stats file) and renamed into place after its truth file, so
+a landing-folder sensor never sees a partial drop nor a drop without its truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_assets.io.uid import compute_uid
+from clip_assets.world.render import IMAGE_FORMATS, encode_image
+from clip_assets.world.world import World
+
+WORLD_FILE = "world.json"
+TRUTH_SUFFIX = ".truth.parquet"
+URL_ROOT = "https://synthetic.invalid"
+MAX_SHARD_SIZE = 10_000  # keys hold 4 digits of sample index
+MAX_SHARDS = 100_000  # and 5 digits of shard index
+TAR_MODE = 0o444
+
+IMG2DATASET_SCHEMA = pa.schema(
+    [
+        pa.field("caption", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("original_width", pa.int32()),
+        pa.field("original_height", pa.int32()),
+        pa.field("exif", pa.string()),
+        pa.field("sha256", pa.string()),
+    ]
+)
+
+
+def truth_schema(world: World) -> pa.Schema:
+    """Columns of ``<drop>.truth.parquet``; one ``in_<domain>`` flag per target domain of ``world``."""
+    return pa.schema(
+        [
+            pa.field("drop", pa.string()),
+            pa.field("shard", pa.int32()),
+            pa.field("key", pa.string()),
+            pa.field("uid", pa.string()),
+            pa.field("caption", pa.string()),
+            pa.field("caption_index", pa.int32()),  # index into world.vocabulary
+            pa.field("template", pa.string()),
+            pa.field("latent", pa.int32()),  # -1 for placeholders
+            pa.field("shape", pa.string()),  # null for placeholders, as colour and size
+            pa.field("colour", pa.string()),
+            pa.field("size", pa.string()),
+            pa.field("label", pa.int32()),  # index into world.class_names, -1 for placeholders
+            *[pa.field(f"in_{name}", pa.bool_()) for name in world.domains],
+            pa.field("is_misaligned", pa.bool_()),
+            pa.field("is_placeholder", pa.bool_()),
+            pa.field("true_log_ratio", pa.float64()),
+            pa.field("true_kl_image", pa.float64()),
+            pa.field("true_klr_image", pa.float64()),
+            pa.field("true_kl_text", pa.float64()),
+            pa.field("true_klr_text", pa.float64()),
+        ]
+    )
+
+
+def drop_name(seed: int, number: int, prefix: str | None = None) -> str:
+    """``synth-s{seed}-{number:03d}``, or ``{prefix}{number:03d}`` when a prefix is given."""
+    name = f"synth-s{seed}-{number:03d}" if prefix is None else f"{prefix}{number:03d}"
+    if "/" in name or "\\" in name or ".." in name or name.startswith("."):
+        raise ValueError(f"invalid drop name {name!r} (from prefix {prefix!r})")
+    return name
+
+
+def write_drops(
+    out_dir: str | os.PathLike,
+    drops: int,
+    pairs: int,
+    seed: int,
+    shard_size: int = 1000,
+    image_format: str = "jpg",
+    prefix: str | None = None,
+    start: int = 0,
+    world: World | None = None,
+) -> list[Path]:
+    """Write ``drops`` synthetic drops of ``pairs`` image-text pairs each into ``out_dir``; return their folders.
+
+    Args:
+        out_dir: parent folder (e.g. ``<home>/landing``); created if missing. ``world.json`` is written here; an
+            existing one describing a different world is an error (its drops' truth would not match).
+        drops: number of drops; drop ``i`` is number ``start + i``.
+        pairs: pairs per drop (>= 1), split into shards of ``shard_size`` (<= 10,000) in order.
+        seed: non-negative integer; the same arguments give byte-identical files.
+        image_format: "jpg" (default, quality 90), "png" or "webp"; also the image member's extension.
+        prefix: drop names are ``f"{prefix}{number:03d}"``, else ``f"synth-s{seed}-{number:03d}"``.
+        start: number of the first drop, so that later calls continue a series with new, independent drops.
+        world: the World to sample from; ``World.default()`` when None.
+
+    Raises FileExistsError when a drop folder or its truth file already exists (drops are never overwritten).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if drops < 0 or start < 0:
+        raise ValueError(f"drops and start must be >= 0, got drops={drops}, start={start}")
+    if pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    if not 1 <= shard_size <= MAX_SHARD_SIZE:
+        raise ValueError(f"shard_size must be in [1, {MAX_SHARD_SIZE}], got {shard_size}")
+    if -(-pairs // shard_size) > MAX_SHARDS:
+        raise ValueError(f"{pairs} pairs in shards of {shard_size} exceed {MAX_SHARDS} shards")
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
+    world = World.default() if world is None else world
+    names = [drop_name(int(seed), start + i, prefix) for i in range(drops)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for path in (out / name, out / f"{name}{TRUTH_SUFFIX}"):
+            if path.exists():
+                raise FileExistsError(f"{path} already exists; drops are never overwritten")
+    _write_world(out / WORLD_FILE, world)
+    return [
+        _write_drop(out, name, world, int(seed), start + i, pairs, shard_size, image_format)
+        for i, name in enumerate(names)
+    ]
+
+
+def _write_world(path: Path, world: World) -> None:
+    text = json.dumps(world.to_dict(), indent=2) + "\n"
+    if path.exists():
+        if World.from_dict(json.loads(path.read_text())) != world:
+            raise ValueError(f"{path} describes a different world; write these drops to another folder")
+        return
+    _write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_drop(
+    out: Path, name: str, world: World, seed: int, number: int, pairs: int, shard_size: int, image_format: str
+) -> Path:
+    staging = out / f".{name}.staging-{uuid.uuid4().hex[:12]}"
+    truth_tmp = out / f".{name}{TRUTH_SUFFIX}.{uuid.uuid4().hex[:12]}.tmp"
+    staging.mkdir()
+    try:
+        schema = truth_schema(world)
+        with pq.ParquetWriter(truth_tmp, schema, compression="zstd") as truth:
+            for shard, lo in enumerate(range(0, pairs, shard_size)):
+                rng = np.random.default_rng(np.random.SeedSequence([seed, number, shard]))
+                rows = _write_shard(staging, name, shard, min(shard_size, pairs - lo), world, rng, image_format)
+                truth.write_table(pa.Table.from_pydict(rows, schema=schema))
+        os.replace(truth_tmp, out / f"{name}{TRUTH_SUFFIX}")
+        os.replace(staging, out / name)
+    finally:
+        truth_tmp.unlink(missing_ok=True)
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out / name
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = TAR_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shard(
+    folder: Path, drop: str, shard: int, n: int, world: World, rng: np.random.Generator, image_format: str
+) -> dict[str, list | np.ndarray]:
+    """Write ``NNNNN.tar``, ``NNNNN.parquet`` then ``NNNNN_stats.json`` into ``folder``; return the truth rows."""
+    stem = f"{shard:05d}"
+    sample = world.sample_pairs(n, rng)
+    keys = [f"{stem}{i:04d}" for i in range(n)]
+    captions = [world.vocabulary[y] for y in sample.caption]
+    meta_rows: list[dict] = []
+    uids: list[str] = []
+    tar_tmp = folder / f".{stem}.tar.tmp"
+    with tarfile.open(tar_tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, caption, latent in zip(keys, captions, sample.latent):
+            image = encode_image(world.render(int(latent), rng), image_format)
+            meta = {
+                "caption": caption,
+                "url": f"{URL_ROOT}/{drop}/{key}.{image_format}",
+                "key": key,
+                "status": "success",
+                "error_message": None,
+                "width": world.image_size,
+                "height": world.image_size,
+                "original_width": world.image_size,
+                "original_height": world.image_size,
+                "exif": None,
+                "sha256": hashlib.sha256(image).hexdigest(),
+            }
+            _tar_add(tar, f"{key}.{image_format}", image)
+            _tar_add(tar, f"{key}.txt", caption.encode("utf-8"))
+            _tar_add(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
+            meta_rows.append(meta)
+            uids.append(compute_uid(image, caption))
+    os.replace(tar_tmp, folder / f"{stem}.tar")
+
+    parquet_tmp = folder / f".{stem}.parquet.tmp"
+    pq.write_table(pa.Table.from_pylist(meta_rows, schema=IMG2DATASET_SCHEMA), parquet_tmp)
+    os.replace(parquet_tmp, folder / f"{stem}.parquet")
+
+    stats = {
+        "count": n,
+        "successes": n,
+        "failed_to_download": 0,
+        "failed_to_resize": 0,
+        "duration": 1.0,
+        "start_time": float(shard),
+        "end_time": float(shard + 1),
+        "status_dict": {"success": n},
+    }
+    _write_bytes_atomic(folder / f"{stem}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
+
+    latent = sample.latent
+    real = latent >= 0
+    attrs = world.latent_attributes[np.maximum(latent, 0)]  # (n, 3); rows of placeholders masked below
+    rows: dict[str, list | np.ndarray] = {
+        "drop": [drop] * n,
+        "shard": np.full(n, shard, dtype=np.int32),
+        "key": keys,
+        "uid": uids,
+        "caption": captions,
+        "caption_index": sample.caption.astype(np.int32),
+        "template": [world.templates[t].name for t in sample.template],
+        "latent": latent.astype(np.int32),
+        "shape": [world.shapes[a] if r else None for a, r in zip(attrs[:, 0], real)],
+        "colour": [world.colours[a] if r else None for a, r in zip(attrs[:, 1], real)],
+        "size": [world.sizes[a] if r else None for a, r in zip(attrs[:, 2], real)],
+        "label": world.class_label(latent).astype(np.int32),
+    }
+    for name in world.domains:
+        rows[f"in_{name}"] = world.in_domain(latent, name)
+    rows |= {
+        "is_misaligned": sample.is_misaligned,
+        "is_placeholder": sample.is_placeholder,
+        "true_log_ratio": world.true_log_ratio(latent, sample.caption),
+        "true_kl_image": world.kl_image(latent),
+        "true_klr_image": world.klr_image(latent),
+        "true_kl_text": world.kl_text(sample.caption),
+        "true_klr_text": world.klr_text(sample.caption),
+    }
+    return rows
