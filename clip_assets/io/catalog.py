@@ -105,4 +105,4 @@ def refresh_views(home: Path | None = None) -> list[str]:
 def query(sql: str, params: Sequence | None = None, home: Path | None = None):
     """Run one query against the catalog (read-only) and return a DuckDB relation materialised as Arrow."""
     with connect(home, read_only=True) as con:
-        return con.execute(sql, list(params or [])).fetch_arrow_table()
+        return con.sql(sql, params=list(params or [])).to_arrow_table()
