@@ -73,9 +73,27 @@ def _register_complete_drops(instance) -> list[str]:
     return sorted(known | set(new))
 
 
+def plan_stages(graph, keys) -> list[tuple[str, list]]:
+    """Split selected asset keys into stages in dependency order: ("drop", keys) runs once per drop,
+    ("global", keys) once. Keys of one topological level are independent; consecutive same-grain levels merge."""
+    stages: list[tuple[str, list]] = []
+    for level in graph.toposorted_asset_keys_by_level:
+        chosen = sorted((k for k in level if k in keys), key=lambda k: k.to_user_string())
+        for grain in ("drop", "global"):
+            part = [k for k in chosen if (graph.get(k).tags or {}).get("grain") == grain]
+            if not part:
+                continue
+            if stages and stages[-1][0] == grain:
+                stages[-1][1].extend(part)
+            else:
+                stages.append((grain, part))
+    return stages
+
+
 def materialize(select: str | None, drops: list[str] | None, all_drops: bool, skip_global: bool = False,
                 log=print) -> dict:
-    """Materialize per-drop assets for the chosen drops, then the global assets. Returns timings per step."""
+    """Materialize the selected assets in dependency order: per-drop stages for the chosen drops, global stages
+    once. Returns the seconds spent per stage."""
     import dagster as dg
 
     from clip_assets.definitions import defs
@@ -89,33 +107,36 @@ def materialize(select: str | None, drops: list[str] | None, all_drops: bool, sk
             if d not in known:
                 raise SystemExit(f"drop {d!r} is not a complete drop in {config.landing_dir()} (known: {known})")
         todo = drops
-    elif all_drops:
-        todo = known
     else:
-        todo = []
+        todo = known if all_drops else []
     graph = defs.resolve_asset_graph()
     all_assets = list(defs.assets or [])
     resources = defs.resources or {}
     sel = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
-    per_drop = (sel & dg.AssetSelection.tag("grain", "drop")).resolve(graph)
-    global_keys = (sel & dg.AssetSelection.tag("grain", "global")).resolve(graph)
+    keys = set(sel.resolve(graph))
     timings: dict[str, float] = {}
-    for d in todo if per_drop else []:
-        t0 = time.perf_counter()
-        log(f"materializing {len(per_drop)} per-drop asset(s) for drop {d} ...")
-        res = dg.materialize(all_assets, selection=list(per_drop), partition_key=d, instance=instance,
-                             resources=resources, raise_on_error=False)
-        if not res.success:
-            raise SystemExit(f"run for drop {d} failed: see `dagster dev` or the log above (run {res.run_id})")
-        timings[f"drop {d}"] = time.perf_counter() - t0
-    if global_keys and not skip_global:
-        t0 = time.perf_counter()
-        log(f"materializing {len(global_keys)} global asset(s) ...")
-        res = dg.materialize(all_assets, selection=list(global_keys), instance=instance, resources=resources,
-                             raise_on_error=False)
-        if not res.success:
-            raise SystemExit(f"global run failed (run {res.run_id})")
-        timings["global assets"] = time.perf_counter() - t0
+    for grain, stage in plan_stages(graph, keys):
+        names = ", ".join(k.to_user_string() for k in stage)
+        if grain == "global":
+            if skip_global:
+                continue
+            t0 = time.perf_counter()
+            log(f"materializing {names} ...")
+            res = dg.materialize(all_assets, selection=stage, instance=instance, resources=resources,
+                                 raise_on_error=False)
+            if not res.success:
+                raise SystemExit(f"run of {names} failed (run {res.run_id}): see its log in `dagster dev`")
+            timings[names] = timings.get(names, 0.0) + time.perf_counter() - t0
+            continue
+        for d in todo:
+            t0 = time.perf_counter()
+            log(f"materializing {names} for drop {d} ...")
+            res = dg.materialize(all_assets, selection=stage, partition_key=d, instance=instance,
+                                 resources=resources, raise_on_error=False)
+            if not res.success:
+                raise SystemExit(f"run of {names} for drop {d} failed (run {res.run_id}): see `dagster dev`")
+            timings[f"{names} [{len(todo)} drops]"] = (
+                timings.get(f"{names} [{len(todo)} drops]", 0.0) + time.perf_counter() - t0)
     return timings
 
 
@@ -238,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-global", action="store_true", help="skip the global (non-partitioned) assets")
     m.set_defaults(fn=cmd_materialize)
 
-    st = sub.add_parser("status", help="drops in the landing folder and which assets are materialized")
+    st = sub.add_parser("status", help="drops in the landing folder and which assets are materialized",
+                        description="One row per drop (landing folder or registered partition): whether it is "
+                                    "complete in the landing folder, whether it is a 'drops' partition, and for "
+                                    "each per-drop asset whether that partition is materialized; then when each "
+                                    "global asset was last materialized. A complete drop with any False is what "
+                                    "the hourly catchup_schedule requests a process_drop run for.")
     st.add_argument("--format", default="table", choices=["table", "csv", "json"])
     st.set_defaults(fn=cmd_status)
 

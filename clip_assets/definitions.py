@@ -3,6 +3,7 @@
 import dagster as dg
 
 from clip_assets.defs import curate, embed, ingest, iwl, score
+from clip_assets.defs.automation import curation_automation
 from clip_assets.defs.resources import HomeResource
 
 defs = dg.Definitions.merge(
@@ -11,5 +12,5 @@ defs = dg.Definitions.merge(
     score.defs,
     curate.defs,
     iwl.defs,
-    dg.Definitions(resources={"home": HomeResource()}),
+    dg.Definitions(sensors=[curation_automation], resources={"home": HomeResource()}),
 )

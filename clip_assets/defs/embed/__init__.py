@@ -1,5 +1,7 @@
-"""embed domain."""
+"""Embed domain: the contrastive model and per-drop embeddings."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from clip_assets.defs.embed.assets import defs_assets
+
+defs = dg.Definitions(assets=defs_assets)

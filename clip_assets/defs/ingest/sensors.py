@@ -11,9 +11,12 @@ from clip_assets.io.drops import scan_landing
 
 process_drop_job = dg.define_asset_job(
     "process_drop",
-    selection=dg.AssetSelection.tag("grain", "drop"),
+    selection=dg.AssetSelection.tag("grain", "drop") & dg.AssetSelection.groups("ingest", "embed"),
     partitions_def=drops_partitions,
-    description="Materialize every per-drop asset (ingest -> embeddings -> scores ...) for one drop.",
+    description=(
+        "Ingest one drop and embed it (raw_pairs, rejected_pairs, embeddings). Its scores, weights and the global "
+        "summaries follow through the assets' automation conditions (see clip_assets/defs/automation.py)."
+    ),
 )
 
 
