@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test test-fast dev bench clean
+.PHONY: install demo test test-fast dev bench clean validate e2e
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ test: $(STAMP)
 ## the Dagster UI on http://127.0.0.1:3000
 dev: $(STAMP)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## load the code location the way `dagster dev` does, without serving it (isolated, empty instance)
+validate: $(STAMP)
+	d=$$(mktemp -d) && DAGSTER_HOME=$$d $(VENV)/bin/dagster definitions validate -w workspace.yaml; \
+	rc=$$?; rm -rf "$$d"; exit $$rc
+
+## the real-browser test alone: apt-installs chromium + chromium-driver once, screenshots in artifacts/e2e/
+e2e: $(STAMP)
+	$(PY) -m pytest -q -s --timeout=900 -m browser tests/e2e
 
 bench: $(STAMP)
 	$(PY) bench/bench_ingest.py

@@ -1,0 +1,145 @@
+"""Asset checks of the ingest domain that are not part of the ``ingest`` multi-asset itself.
+
+* ``rejected_pairs/reasons_valid``: every rejected row has a reason, the rows in the warehouse match the row count
+  the materialization recorded, and reasons come from the documented set (an unknown reason only warns: ingestion
+  may learn new ones). It runs in the drop's run and checks that drop (``dagster/partition`` run tag); run alone or
+  in a range backfill it checks every drop in the warehouse. It is deliberately not a *partitioned* check:
+  ``partitions_def`` on asset checks is a preview feature in Dagster 1.13.
+* ``catalog/views_and_drops_balance`` (global): every view in sql/views whose tables exist in the warehouse exists
+  in the DuckDB file, and each row of the ``drops`` view balances (seen = kept + rejected) and agrees with the
+  counts the latest ``raw_pairs`` materialization of that drop recorded (rows_seen / rows_kept / rows_rejected).
+"""
+
+import re
+
+import dagster as dg
+import duckdb
+
+from clip_assets.config import warehouse_dir
+from clip_assets.defs.resources import HomeResource
+from clip_assets.io import catalog as catalog_io
+from clip_assets.io.drops import validate_drop_name
+from clip_assets.io.warehouse import asset_dir, partition_dir
+
+RAW = dg.AssetKey("raw_pairs")
+REJECTED = dg.AssetKey("rejected_pairs")
+CATALOG = dg.AssetKey("catalog")
+PARTITION_TAG = "dagster/partition"
+
+# The reasons clip_assets/io/ingest.py documents (its module docstring).
+KNOWN_REJECT_REASONS = frozenset({
+    "status_not_success", "missing_image", "undecodable_image", "missing_caption", "empty_caption",
+    "caption_not_utf8", "truncated_tar", "duplicate_uid", "duplicate_member",
+})
+
+
+def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None) -> dict | None:
+    """Metadata (raw values) of the latest materialization of ``key`` (for ``partition``), or None."""
+    flt = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition is not None else None)
+    records = instance.fetch_materializations(flt, limit=1).records
+    if not records:
+        return None
+    mat = records[0].asset_materialization
+    return {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()} if mat else None
+
+
+def expected_views(home) -> list[str]:
+    """Views that ``catalog.refresh_views`` creates for this warehouse: sql/views files whose tables exist."""
+    wh = warehouse_dir(home)
+    out = []
+    for f in sorted((catalog_io.sql_dir() / "views").glob("*.sql")):
+        m = re.search(r"^--\s*requires:\s*(.+)$", f.read_text(), flags=re.M)
+        required = m.group(1).split() if m else []
+        if all(any((wh / a).glob("drop=*/*.parquet")) or any((wh / a).glob("*.parquet")) for a in required):
+            out.append(f.stem.split("_", 1)[1])
+    return out
+
+
+@dg.asset_check(
+    asset=REJECTED,
+    name="reasons_valid",
+    description=(
+        "Every rejected row of the drop (of every drop when run outside a drop's run) has a non-empty reason; "
+        "the rows in the warehouse equal the row count the materialization recorded; an undocumented reason "
+        "only warns."
+    ),
+)
+def rejected_reasons_valid(context: dg.AssetCheckExecutionContext, home: HomeResource) -> dg.AssetCheckResult:
+    drop = context.run.tags.get(PARTITION_TAG)
+    if drop is not None:
+        drops = [validate_drop_name(drop)]
+    else:
+        drops = sorted(p.name.split("=", 1)[1] for p in asset_dir("rejected_pairs", home.path()).glob("drop=*"))
+    reasons: dict[str, int] = {}
+    count_errors = []
+    for d in drops:
+        files = partition_dir("rejected_pairs", d, home.path())
+        rows = {}
+        if any(files.glob("*.parquet")):
+            rel = duckdb.execute(
+                "SELECT coalesce(nullif(trim(reason), ''), '<none>') AS r, count(*) FROM read_parquet(?) GROUP BY 1",
+                [str(files / "*.parquet")],
+            ).fetchall()
+            rows = {r: int(n) for r, n in rel}
+        for r, n in rows.items():
+            reasons[r] = reasons.get(r, 0) + n
+        recorded = (_latest_metadata(context.instance, REJECTED, d) or {}).get("dagster/row_count")
+        if recorded is not None and int(recorded) != sum(rows.values()):
+            count_errors.append(f"{d}: {sum(rows.values())} rows in the warehouse, {int(recorded)} recorded")
+    without_reason = reasons.get("<none>", 0)
+    unknown = sorted(set(reasons) - KNOWN_REJECT_REASONS - {"<none>"})
+    passed = without_reason == 0 and not count_errors
+    return dg.AssetCheckResult(
+        passed=bool(passed and not unknown),
+        severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "drops": ", ".join(drops) if len(drops) <= 10 else f"{len(drops)} drops",
+            "rows": sum(reasons.values()),
+            "row_count_mismatches": "; ".join(count_errors) or "none",
+            "rows_without_reason": without_reason,
+            "unknown_reasons": ", ".join(unknown) or "none",
+            "reasons": ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=CATALOG,
+    name="views_and_drops_balance",
+    description=(
+        "Every view in sql/views whose tables exist in the warehouse exists in the DuckDB file; every row of the "
+        "drops view has seen = kept + rejected and matches the counts recorded by raw_pairs for that drop."
+    ),
+)
+def catalog_views_and_drops_balance(context: dg.AssetCheckExecutionContext, home: HomeResource) -> dg.AssetCheckResult:
+    expected = expected_views(home.path())
+    with catalog_io.connect(home.path(), read_only=True) as con:
+        present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        drops = (con.execute("SELECT drop, seen, kept, rejected FROM drops ORDER BY drop").fetchall()
+                 if "drops" in present else [])
+    missing_views = [v for v in expected if v not in present]
+    unbalanced, disagree, unrecorded = [], [], []
+    for drop, seen, kept, rejected in drops:
+        if seen != kept + rejected:
+            unbalanced.append(drop)
+        meta = _latest_metadata(context.instance, RAW, drop)
+        if not meta or "rows_seen" not in meta:
+            unrecorded.append(drop)  # ingested under another Dagster instance: nothing to compare with
+            continue
+        if (meta["rows_seen"], meta.get("rows_kept"), meta.get("rows_rejected")) != (seen, kept, rejected):
+            disagree.append(f"{drop} (view {seen}/{kept}/{rejected}, recorded "
+                            f"{meta['rows_seen']}/{meta.get('rows_kept')}/{meta.get('rows_rejected')})")
+    return dg.AssetCheckResult(
+        passed=not (missing_views or unbalanced or disagree),
+        metadata={
+            "expected_views": ", ".join(expected) or "none yet",
+            "missing_views": ", ".join(missing_views) or "none",
+            "drops": len(drops),
+            "unbalanced_drops": ", ".join(unbalanced) or "none",
+            "drops_disagreeing_with_raw_pairs": "; ".join(disagree) or "none",
+            "drops_without_a_recorded_materialization": len(unrecorded),
+        },
+    )
+
+
+ingest_checks = [rejected_reasons_valid, catalog_views_and_drops_balance]
