@@ -42,6 +42,11 @@ from clip_assets.io.drops import (
 from clip_assets.io.uid import compute_uid
 from clip_assets.io.warehouse import PartitionWriter, partition_dir
 
+REJECT_REASONS = frozenset({
+    "status_not_success", "missing_image", "undecodable_image", "missing_caption", "empty_caption",
+    "caption_not_utf8", "truncated_tar", "duplicate_uid", "duplicate_member",
+})
+
 RAW_PAIRS_SCHEMA = pa.schema(
     [
         ("uid", pa.string()),

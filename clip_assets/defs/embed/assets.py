@@ -1,6 +1,5 @@
 """Embed domain: contrastive_model (global) -> embeddings (per drop)."""
 
-import time
 from typing import Literal
 
 import dagster as dg
@@ -9,7 +8,7 @@ from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitio
 from clip_assets.defs.plots import png_metadata
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io.drops import validate_drop_name
-from clip_assets.models.card import load_current_model, read_card, write_card
+from clip_assets.models.card import load_current_model, write_card
 
 
 class ContrastiveModelConfig(dg.Config):
@@ -50,7 +49,7 @@ def _training_drop(home, pairs: int, seed: int):
 @dg.asset(
     description=(
         "The CLIP-style model read as a density-ratio estimator. Offline default: a small open_clip model trained "
-        "from scratch on a synthetic training drop (checkpoint + config saved under <home>/models/, reloaded "
+        "from scratch on a synthetic training drop (checkpoint + config saved under `<home>/models/`, reloaded "
         "through the same local-checkpoint path as any user checkpoint). Or any open_clip pretrained model / local "
         "checkpoint by config. Writes the model card that every downstream asset loads; its id (name, tag or "
         "checkpoint sha256, logit scale a, bias b) is recorded on everything computed from it. Grain: global."
@@ -131,34 +130,28 @@ class EmbeddingsConfig(dg.Config):
                                    description="finite, unit-norm, one row per raw_pairs row (same uids)")],
 )
 def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: HomeResource):
-    from clip_assets.io.tables import read_partition
+    from clip_assets.io.tables import check_embeddings
     from clip_assets.io.warehouse import partition_dir
-    from clip_assets.models.embed import embed_drop, validate_embeddings
+    from clip_assets.models.embed import embed_drop
 
     drop = validate_drop_name(context.partition_key)
     h = home.path()
-    card = read_card(h)
     loaded = load_current_model(h, device=config.device or None, batch_size=config.batch_size or None,
                                 workers=config.workers if config.workers >= 0 else None)
-    raw_dir = partition_dir("raw_pairs", drop, h)
-    out_dir = partition_dir("embeddings", drop, h)
-    t0 = time.perf_counter()
 
     def progress(done, total, ips):
         context.log.info(f"embeddings {drop}: shard {done}/{total}, {ips:.0f} images/s")
 
-    stats = embed_drop(raw_dir, loaded, out_dir, progress=progress)
-    seconds = time.perf_counter() - t0
-    raw_uids = read_partition("raw_pairs", drop, h, columns=["uid"])["uid"]
-    check = validate_embeddings(out_dir, raw_uids)
+    res = embed_drop(partition_dir("raw_pairs", drop, h), loaded, partition_dir("embeddings", drop, h),
+                     progress=progress)
+    check = check_embeddings(drop, h)
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": check["rows"], "model_id": card["model_id_str"],
-        "shards_computed": stats.get("shards_computed"), "shards_skipped": stats.get("shards_skipped"),
-        "seconds": round(seconds, 2), "images_per_s": round(stats.get("images_per_s", 0.0), 1),
+        "dagster/row_count": check["rows"], **res.to_metadata(),
         "device": str(loaded.device), "precision": loaded.precision,
     })
-    yield dg.AssetCheckResult(check_name="embeddings_valid", passed=bool(check["ok"]),
-                              metadata={k: v for k, v in check.items() if k != "ok"})
+    yield dg.AssetCheckResult(check_name="embeddings_valid", passed=check["ok"],
+                              metadata={k: (v if not isinstance(v, list) else ", ".join(v))
+                                        for k, v in check.items() if k != "ok"})
 
 
 defs_assets = [contrastive_model, embeddings]

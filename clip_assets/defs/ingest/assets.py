@@ -24,7 +24,7 @@ REJECTED = dg.AssetKey("rejected_pairs")
             description=(
                 "Kept image-text pairs of one drop. Grain: one row per (drop, uid). Columns: uid, drop, shard, "
                 "key, caption, url, width, height, image_sha256, image_format and a pointer (tar_path, member, "
-                "offset, size) to the image bytes inside the drop's tar. Parquet: warehouse/raw_pairs/drop=<drop>/."
+                "offset, size) to the image bytes inside the drop's tar. Parquet: `warehouse/raw_pairs/drop=<drop>/`."
             ),
             group_name="ingest",
             kinds={"parquet"},
@@ -108,7 +108,7 @@ def ingest(context: dg.AssetExecutionContext, home: HomeResource):
 @dg.asset(
     deps=[RAW, REJECTED],
     description=(
-        "The DuckDB catalog <home>/clip_assets.duckdb: (re)creates the SQL views in sql/views over the Parquet "
+        "The DuckDB catalog `<home>/clip_assets.duckdb`: (re)creates the SQL views in sql/views over the Parquet "
         "warehouse (raw_pairs, rejected_pairs, drops, and the downstream tables once they exist). Views read the "
         "files at query time, so new drops appear without a refresh; this asset runs when a new table appears."
     ),

@@ -19,6 +19,7 @@ from clip_assets.config import warehouse_dir
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io import catalog as catalog_io
 from clip_assets.io.drops import validate_drop_name
+from clip_assets.io.ingest import REJECT_REASONS as KNOWN_REJECT_REASONS
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 RAW = dg.AssetKey("raw_pairs")
@@ -26,11 +27,6 @@ REJECTED = dg.AssetKey("rejected_pairs")
 CATALOG = dg.AssetKey("catalog")
 PARTITION_TAG = "dagster/partition"
 
-# The reasons clip_assets/io/ingest.py documents (its module docstring).
-KNOWN_REJECT_REASONS = frozenset({
-    "status_not_success", "missing_image", "undecodable_image", "missing_caption", "empty_caption",
-    "caption_not_utf8", "truncated_tar", "duplicate_uid", "duplicate_member",
-})
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None) -> dict | None:

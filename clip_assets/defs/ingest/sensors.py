@@ -40,7 +40,7 @@ def plan_landing(landing, known: set[str]) -> tuple[list[str], list[str], list[s
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Watches <home>/landing/. A drop folder is complete when every NNNNN.tar has its NNNNN_stats.json "
+        "Watches `<home>/landing/`. A drop folder is complete when every NNNNN.tar has its NNNNN_stats.json "
         "(or _SUCCESS exists). Each new complete drop is added as a partition of 'drops' and one process_drop "
         "run is requested for it. Incomplete drops are left alone until they complete; known drops are never "
         "re-added; folders with unsafe names are reported and skipped."

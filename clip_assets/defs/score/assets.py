@@ -40,7 +40,7 @@ class ReferenceSetConfig(dg.Config):
         "embeddings, plus their means and covariances, with a content id (reference_id). Self-normalised density "
         "ratios and KL estimates are taken against it. It changes only when materialized on purpose (no "
         "automation): then Dagster shows pair_scores/kl_stats as stale. Grain: global; one file set under "
-        "warehouse/reference_set/current/."
+        "`warehouse/reference_set/current/`."
     ),
     group_name="score",
     kinds={"parquet", "numpy"},
@@ -233,7 +233,7 @@ def calibration_table(df) -> list[dict]:
     deps=[PAIR_SCORES, KL_STATS],
     description=(
         "Synthetic world only: compares every estimate with the exact ground truth written beside each drop "
-        "(<drop>.truth.parquet): Spearman and Pearson of estimated vs true log ratio and KL per image/caption, "
+        "(`<drop>.truth.parquet`): Spearman and Pearson of estimated vs true log ratio and KL per image/caption, "
         "and AUC of each score for separating aligned from misaligned/placeholder pairs. One table (Parquet + "
         "DuckDB view score_calibration) and scatter plots. Drops without a truth file are skipped."
     ),
