@@ -230,6 +230,24 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from clip_assets.io.exports import ExportError, UnknownSubset, export_subset
+
+    try:
+        res = export_subset(args.subset, args.format, Path(args.out) if args.out else None,
+                            samples_per_shard=args.samples_per_shard)
+    except UnknownSubset as e:
+        raise SystemExit(f"clip-assets export: {e}") from None
+    except ExportError as e:
+        raise SystemExit(f"clip-assets export: {e}") from None
+    shards = f" in {res.shards} shard(s)" if res.format == "webdataset" else ""
+    print(res.path)
+    print(f"exported {res.rows} kept samples of subset {res.subset!r} as {res.format}{shards} in "
+          f"{res.seconds:.1f}s", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clip-assets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -285,6 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pairs", type=int, default=2000)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(fn=cmd_demo)
+
+    e = sub.add_parser("export", help="export a curated subset: DataComp uid .npy, Parquet manifest or webdataset",
+                       description="Export the kept samples of one subset of curated_subsets: --format npy writes "
+                                   "DIR/SUBSET.npy (DataComp's sorted uid array, dtype u8,u8), parquet writes "
+                                   "DIR/SUBSET.parquet (uid, drop, shard, key, caption, scores), webdataset writes "
+                                   "DIR/SUBSET/ (img2dataset layout; image bytes copied, never re-encoded). Written "
+                                   "atomically (temporary name, then rename).")
+    e.add_argument("subset", help="subset name (a filter name of curated_subsets; see the subset_summary view)")
+    e.add_argument("--format", required=True, choices=["npy", "parquet", "webdataset"])
+    e.add_argument("--out", help="output folder (default: <home>/exports)")
+    e.add_argument("--samples-per-shard", type=int, default=10_000, help="webdataset only (default 10000)")
+    e.set_defaults(fn=cmd_export)
     return p
 
 

@@ -1,0 +1,5 @@
+-- requires: ngram_analysis
+-- ngram_coverage: per side (text/image), KL decile (0 = lowest), n and K: share of n-gram occurrences covered
+-- by the decile's top-K n-grams.
+CREATE OR REPLACE VIEW ngram_coverage AS
+SELECT * FROM read_parquet(:warehouse || '/ngram_analysis/coverage.parquet');
