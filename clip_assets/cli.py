@@ -1,6 +1,6 @@
 """``clip-assets``: the headless side of the platform, next to the Dagster UI.
 
-Subcommands: synth, materialize, status, sql, demo (``clip-assets <cmd> --help`` explains each).
+Subcommands: synth, materialize, status, sql, export, demo (``clip-assets <cmd> --help`` explains each).
 They use the data home ($CLIP_ASSETS_HOME, else data/ under the project) and the Dagster instance in
 $DAGSTER_HOME, else the project's own dagster.yaml, so runs made here show up in ``dagster dev`` too.
 """
@@ -90,8 +90,16 @@ def plan_stages(graph, keys) -> list[tuple[str, list]]:
     return stages
 
 
+def _stage_config(run_config: dict | None, stage, graph) -> dict:
+    """The part of ``{"ops": {op_name: {"config": ...}}}`` that belongs to the ops of this stage."""
+    if not run_config:
+        return {}
+    ops = {graph.get(k).assets_def.node_def.name for k in stage}
+    return {"ops": {k: v for k, v in run_config.get("ops", {}).items() if k in ops}}
+
+
 def materialize(select: str | None, drops: list[str] | None, all_drops: bool, skip_global: bool = False,
-                log=print) -> dict:
+                log=print, run_config: dict | None = None) -> dict:
     """Materialize the selected assets in dependency order: per-drop stages for the chosen drops, global stages
     once. Returns the seconds spent per stage."""
     import dagster as dg
@@ -110,7 +118,7 @@ def materialize(select: str | None, drops: list[str] | None, all_drops: bool, sk
     else:
         todo = known if all_drops else []
     graph = defs.resolve_asset_graph()
-    all_assets = list(defs.assets or [])
+    all_assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     resources = defs.resources or {}
     sel = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
     keys = set(sel.resolve(graph))
@@ -123,7 +131,7 @@ def materialize(select: str | None, drops: list[str] | None, all_drops: bool, sk
             t0 = time.perf_counter()
             log(f"materializing {names} ...")
             res = dg.materialize(all_assets, selection=stage, instance=instance, resources=resources,
-                                 raise_on_error=False)
+                                 raise_on_error=False, run_config=_stage_config(run_config, stage, graph))
             if not res.success:
                 raise SystemExit(f"run of {names} failed (run {res.run_id}): see its log in `dagster dev`")
             timings[names] = timings.get(names, 0.0) + time.perf_counter() - t0
@@ -132,7 +140,8 @@ def materialize(select: str | None, drops: list[str] | None, all_drops: bool, sk
             t0 = time.perf_counter()
             log(f"materializing {names} for drop {d} ...")
             res = dg.materialize(all_assets, selection=stage, partition_key=d, instance=instance,
-                                 resources=resources, raise_on_error=False)
+                                 resources=resources, raise_on_error=False,
+                                 run_config=_stage_config(run_config, stage, graph))
             if not res.success:
                 raise SystemExit(f"run of {names} for drop {d} failed (run {res.run_id}): see `dagster dev`")
             timings[f"{names} [{len(todo)} drops]"] = (
