@@ -1,7 +1,7 @@
 """The synthetic world: an image-text generator with a closed-form joint density, and its exact ground truth.
 
-* :class:`World` (``world.py``): parameters, exact tables (p(z), p(y|z), p(y), log r(c, y), per-sample KLs),
-  sampling of pair labels and labelled images.
+* :class:`World` (``world.py``): parameters, exact tables (p(z), p(y|z), noise captions b(y), p(y),
+  log r(c, y), per-sample KLs), sampling of pair labels and labelled images.
 * ``render.py``: drawing and encoding of the images.
 * :func:`write_drops` (``synth.py``): drops in img2dataset's webdataset layout plus ``<drop>.truth.parquet``.
 """

@@ -70,7 +70,7 @@ def truth_schema(world: World) -> pa.Schema:
             pa.field("uid", pa.string()),
             pa.field("caption", pa.string()),
             pa.field("caption_index", pa.int32()),  # index into world.vocabulary
-            pa.field("template", pa.string()),
+            pa.field("template", pa.string()),  # the caption is caption_of(latent or a noise latent, template)
             pa.field("latent", pa.int32()),  # -1 for placeholders
             pa.field("shape", pa.string()),  # null for placeholders, as colour and size
             pa.field("colour", pa.string()),
@@ -79,6 +79,7 @@ def truth_schema(world: World) -> pa.Schema:
             *[pa.field(f"in_{name}", pa.bool_()) for name in world.domains],
             pa.field("is_misaligned", pa.bool_()),
             pa.field("is_placeholder", pa.bool_()),
+            # exact values under the world (noise captions of misaligned pairs and placeholders from b(y))
             pa.field("true_log_ratio", pa.float64()),
             pa.field("true_kl_image", pa.float64()),
             pa.field("true_klr_image", pa.float64()),

@@ -9,31 +9,41 @@ to one string, ``caption(z, t)``. The vocabulary Y is the set of distinct string
     p(y|z)       = sum_t w_t [caption(z, t) == y]                    (Z, Y) table, rows sum to 1
     p_aligned(y) = sum_z p(z) p(y|z)
 
-One pair (x, y) is drawn as
+Misaligned pairs and placeholders carry "noise captions" from their own distribution b(y), as on web data where
+such pairs mostly have boilerplate captions: with g = ``noise_generic_weight`` (default 0.7),
+
+    b(y) = g [y == "an image"] + (1 - g) p_aligned(y)
+
+(g = 0 is the older world in which noise captions followed p_aligned). Since the template whose text is "an image"
+(``generic_template``) gives every latent that caption, b is p_aligned with the template weights replaced by
+w^b_t = (1 - g) w_t + g [t == generic_template], which is how the sampler draws it. One pair (x, y) is drawn as
 
     aligned      prob 1-m-q   z ~ p(z), x ~ render(z), y ~ p(y|z)
-    misaligned   prob m       z ~ p(z), x ~ render(z), y ~ p_aligned(y) independent of x
-    placeholder  prob q       x ~ placeholder picture,   y ~ p_aligned(y)
+    misaligned   prob m       z ~ p(z), x ~ render(z), y ~ b(y) independent of x
+    placeholder  prob q       x ~ placeholder picture,   y ~ b(y)
 
 Image classes c are the Z latents plus the placeholder, p(c) = (1-q) p(z) for a latent and q for the placeholder.
 The rendering nuisance (position, shades, pixel noise) is independent of y given c, so every density ratio depends
 on x only through its class:
 
-    p(y)   = sum_c p(c) p(y|c) = p_aligned(y)
-    p(y|x) = alpha p(y|z) + (1 - alpha) p(y),   alpha = (1-m-q)/(1-q)      x rendered from z
-    p(y|x) = p(y)                                                         x a placeholder
-    r(c, y) = p(y|x)/p(y) = p(x|y)/p(x) = alpha p(y|z)/p(y) + 1 - alpha   (r = 1 for the placeholder)
+    p(y)    = sum_c p(c) p(y|c) = (1-m-q) p_aligned(y) + (m+q) b(y)
+    p(y|x)  = [(1-m-q) p(y|z) + m b(y)] / (1-q)                           x rendered from z
+    p(y|x)  = b(y)                                                        x a placeholder
+    r(c, y) = p(y|c)/p(y) = p(x|y)/p(x),        sum_c p(c) r(c, y) = 1 for every y
 
-``log r`` is the pointwise mutual information of the pair (the nuisance cancels). Per-sample divergences:
+``log r`` is the pointwise mutual information of the pair (the nuisance cancels). It is not 0 for the placeholder
+once g > 0: b puts more mass than p(y) on "an image" and less on every specific caption. Per-sample divergences:
 
     KL_image(c)  = KL(p(y|x) || p(y)) = sum_y p(y|c) log r(c, y)
     KLR_image(c) = KL(p(y) || p(y|x)) = sum_y p(y) (-log r(c, y))
     KL_text(y)   = KL(p(x|y) || p(x)) = sum_c p(c) r(c, y) log r(c, y)
     KLR_text(y)  = KL(p(x) || p(x|y)) = sum_c p(c) (-log r(c, y))
 
-All are 0 for the placeholder image and for a caption that every latent emits with the same probability (the
-generic "an image"). In the arrays below the placeholder is latent index ``-1`` (``PLACEHOLDER``); internally it is
-class row ``Z`` of the (Z+1, Y) tables.
+Specific captions ("a photo of a large red circle") come almost only from aligned pairs and have a large text KL;
+the generic "an image" is emitted about equally by every image class and has a text KL near 0 (exactly 0 when
+g = 0). So a caption-only statistic separates aligned pairs from misaligned and placeholder ones, as on web data.
+In the arrays below the placeholder is latent index ``-1`` (``PLACEHOLDER``); internally it is class row ``Z`` of
+the (Z+1, Y) tables.
 """
 
 from __future__ import annotations
@@ -60,6 +70,8 @@ SIZE_MARGINAL = (0.60, 0.40)
 TILT_AMPLITUDE, TILT_FREQUENCY, TILT_PHASE = 0.5, 1.7, 0.3
 MISALIGNED_RATE = 0.10
 PLACEHOLDER_RATE = 0.05
+NOISE_GENERIC_WEIGHT = 0.7  # g: weight of the generic caption in the noise-caption distribution b(y)
+GENERIC_CAPTION = "an image"
 IMAGE_SIZE = 64
 
 
@@ -128,6 +140,7 @@ class World:
     placeholder_rate: float
     image_size: int = IMAGE_SIZE
     domains: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    noise_generic_weight: float = NOISE_GENERIC_WEIGHT
 
     def __post_init__(self) -> None:
         for name, values, known in (
@@ -152,6 +165,14 @@ class World:
         m, q = self.misaligned_rate, self.placeholder_rate
         if not (0 <= m and 0 <= q and m + q < 1):
             raise ValueError(f"need 0 <= misaligned_rate, 0 <= placeholder_rate, sum < 1; got m={m}, q={q}")
+        g = self.noise_generic_weight
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 1:
+            raise ValueError(f"noise_generic_weight must be a number in [0, 1], got {g!r}")
+        if g > 0 and self.generic_template is None:
+            raise ValueError(
+                f"noise_generic_weight {g} > 0 needs a template whose text is {GENERIC_CAPTION!r}, "
+                f"got {[t.text for t in self.templates]}"
+            )
         if self.image_size < 2 * max(_render.radius_px(s, self.image_size) for s in self.sizes) + 3:
             raise ValueError(f"image_size {self.image_size} is too small to hold the shapes")
         values = {"shape": self.shapes, "colour": self.colours, "size": self.sizes}
@@ -163,7 +184,8 @@ class World:
 
     @classmethod
     def default(cls) -> World:
-        """The standard world: 4 shapes x 4 colours x 2 sizes, m = 0.10 misaligned, q = 0.05 placeholders."""
+        """The standard world: 4 shapes x 4 colours x 2 sizes, m = 0.10 misaligned, q = 0.05 placeholders, noise
+        captions "an image" with probability g = 0.7 and otherwise from p_aligned."""
         return cls(
             shapes=SHAPES,
             colours=COLOURS,
@@ -174,6 +196,7 @@ class World:
             placeholder_rate=PLACEHOLDER_RATE,
             image_size=IMAGE_SIZE,
             domains={k: dict(v) for k, v in DEFAULT_DOMAINS.items()},
+            noise_generic_weight=NOISE_GENERIC_WEIGHT,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,10 +211,13 @@ class World:
             "placeholder_rate": self.placeholder_rate,
             "image_size": self.image_size,
             "domains": {k: dict(v) for k, v in self.domains.items()},
+            "noise_generic_weight": self.noise_generic_weight,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> World:
+        """Inverse of ``to_dict``. A ``world.json`` without ``noise_generic_weight`` predates that parameter and
+        describes the world in which noise captions followed p_aligned, so it reads back with g = 0."""
         return cls(
             shapes=tuple(d["shapes"]),
             colours=tuple(d["colours"]),
@@ -202,6 +228,7 @@ class World:
             placeholder_rate=float(d["placeholder_rate"]),
             image_size=int(d["image_size"]),
             domains={k: dict(v) for k, v in d.get("domains", {}).items()},
+            noise_generic_weight=float(d.get("noise_generic_weight", 0.0)),
         )
 
     # ---------------------------------------------------------------- latents, captions, labels
@@ -235,6 +262,14 @@ class World:
         """The caption that template ``template`` (index or name) gives latent ``z_idx``."""
         t = self.template_index(template) if isinstance(template, str) else template
         return self.templates[t].text.format(**self.latent_names(z_idx))
+
+    @property
+    def generic_template(self) -> int | None:
+        """Index of the first template whose text is the generic caption "an image" (None if there is none)."""
+        for i, t in enumerate(self.templates):
+            if t.text == GENERIC_CAPTION:
+                return i
+        return None
 
     def template_index(self, name: str) -> int:
         for i, t in enumerate(self.templates):
@@ -291,11 +326,6 @@ class World:
 
     # ---------------------------------------------------------------- exact densities
 
-    @property
-    def alpha(self) -> float:
-        """Weight of p(y|z) in p(y|x) for a rendered image: (1-m-q)/(1-q)."""
-        return (1.0 - self.misaligned_rate - self.placeholder_rate) / (1.0 - self.placeholder_rate)
-
     @cached_property
     def p_z(self) -> np.ndarray:
         """(Z,) prior p(z)."""
@@ -311,9 +341,31 @@ class World:
         return table
 
     @cached_property
-    def p_y(self) -> np.ndarray:
-        """(Y,) p(y) = p_aligned(y) = sum_z p(z) p(y|z)."""
+    def p_y_aligned(self) -> np.ndarray:
+        """(Y,) p_aligned(y) = sum_z p(z) p(y|z): the caption marginal of aligned pairs."""
         return self.p_z @ self.p_y_given_z  # (Z,) @ (Z, Y) -> (Y,)
+
+    @property
+    def noise_template_probs(self) -> np.ndarray:
+        """(T,) template weights of noise captions: w^b_t = (1-g) w_t + g [t == generic_template]."""
+        w = (1.0 - self.noise_generic_weight) * np.array([t.prob for t in self.templates], dtype=np.float64)
+        if self.noise_generic_weight > 0:
+            w[self.generic_template] += self.noise_generic_weight
+        return w
+
+    @cached_property
+    def p_y_noise(self) -> np.ndarray:
+        """(Y,) b(y) = g [y == "an image"] + (1-g) p_aligned(y): captions of misaligned pairs and placeholders."""
+        b = (1.0 - self.noise_generic_weight) * self.p_y_aligned
+        if self.noise_generic_weight > 0:
+            b[self._vocabulary_index[GENERIC_CAPTION]] += self.noise_generic_weight
+        return b
+
+    @cached_property
+    def p_y(self) -> np.ndarray:
+        """(Y,) p(y) = (1-m-q) p_aligned(y) + (m+q) b(y), the caption marginal of the whole pool."""
+        m, q = self.misaligned_rate, self.placeholder_rate
+        return (1.0 - m - q) * self.p_y_aligned + (m + q) * self.p_y_noise
 
     @cached_property
     def p_c(self) -> np.ndarray:
@@ -322,19 +374,19 @@ class World:
 
     @cached_property
     def p_y_given_c(self) -> np.ndarray:
-        """(Z+1, Y) p(y|x) per image class: alpha p(y|z) + (1-alpha) p(y); the placeholder row is p(y)."""
-        a = self.alpha
-        return np.vstack([a * self.p_y_given_z + (1.0 - a) * self.p_y, self.p_y])
+        """(Z+1, Y) p(y|x) per image class: [(1-m-q) p(y|z) + m b(y)]/(1-q) for latents; b(y) for the placeholder."""
+        m, q = self.misaligned_rate, self.placeholder_rate
+        latents = ((1.0 - m - q) * self.p_y_given_z + m * self.p_y_noise) / (1.0 - q)  # (Z, Y)
+        return np.vstack([latents, self.p_y_noise])
 
     @cached_property
     def log_ratio_table(self) -> np.ndarray:
-        """(Z+1, Y) log r(c, y) = log(alpha p(y|z)/p(y) + 1 - alpha); exactly 0 on the placeholder row.
+        """(Z+1, Y) log r(c, y) = log p(y|c) - log p(y)  (p(y) > 0 for every caption of the vocabulary).
 
-        -inf where p(y|z) = 0 and alpha = 1 (no misalignment or placeholders): such a pair cannot occur."""
-        a = self.alpha
+        -inf where p(y|c) = 0 (e.g. m = 0 and latent c never emits y, or the placeholder when b(y) = 0, i.e. m = q = 0
+        or g = 1): such a pair cannot occur."""
         with np.errstate(divide="ignore"):
-            latents = np.log(a * self.p_y_given_z / self.p_y + (1.0 - a))  # (Z, Y)
-        return np.vstack([latents, np.zeros(len(self.vocabulary))])
+            return np.log(self.p_y_given_c / self.p_y)  # (Z+1, Y) / (Y,) -> (Z+1, Y)
 
     @cached_property
     def kl_image_table(self) -> np.ndarray:
@@ -389,13 +441,20 @@ class World:
     def sample_pairs(self, n: int, rng: np.random.Generator) -> PairSample:
         """Draw ``n`` pair labels from the generative model (no rendering).
 
-        Drawing a caption from p_aligned(y) is done as z' ~ p(z), t ~ w, y = caption(z', t), which is exact and
-        records the caption's template for misaligned and placeholder pairs too."""
+        A noise caption y ~ b(y) is drawn as z' ~ p(z), t ~ w^b, y = caption(z', t) (exact, see the module
+        docstring), which records the caption's template for misaligned and placeholder pairs too. The template is
+        drawn by inversion of one uniform per pair, against the cdf of w (aligned) or w^b (noise); with g = 0 the
+        two coincide and the draws are those of the older world, number for number."""
         m, q = self.misaligned_rate, self.placeholder_rate
         kind = rng.choice(3, size=n, p=[1.0 - m - q, m, q])  # 0 aligned, 1 misaligned, 2 placeholder
         z_image = rng.choice(self.n_latents, size=n, p=self.p_z)
         z_caption = rng.choice(self.n_latents, size=n, p=self.p_z)
-        template = rng.choice(len(self.templates), size=n, p=[t.prob for t in self.templates])
+        u = rng.random(n)
+        template = np.where(
+            kind == 0,
+            _inverse_cdf(np.array([t.prob for t in self.templates], dtype=np.float64), u),
+            _inverse_cdf(self.noise_template_probs, u),
+        )
         caption = self.caption_table[template, np.where(kind == 0, z_image, z_caption)]
         return PairSample(
             latent=np.where(kind == 2, PLACEHOLDER, z_image).astype(np.int64),
@@ -423,6 +482,14 @@ class World:
         for i, z in enumerate(latent):
             images[i] = self.render(int(z), rng)
         return LabelledImages(images=images, latent=latent, label=self.class_label(latent))
+
+
+def _inverse_cdf(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Category index of each uniform ``u`` under probabilities ``p`` (what ``Generator.choice(len(p), p=p)`` does
+    with its own uniforms, so equal uniforms give equal draws; zero-probability categories are never drawn)."""
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return cdf.searchsorted(u, side="right").astype(np.int64)
 
 
 def _xlogr_sum(weight: np.ndarray, log_r: np.ndarray, axis: int) -> np.ndarray:

@@ -120,6 +120,10 @@ def test_truth_beside_each_drop(written):
         aligned = ~np.array(t["is_misaligned"]) & (latent >= 0)
         for z, tpl, caption in zip(latent[aligned], np.array(t["template"])[aligned], np.array(t["caption"])[aligned]):
             assert world.caption_of(int(z), str(tpl)) == caption
+        # every caption was made with its template (noise captions "an image" by the generic template)
+        for tpl, caption in zip(t["template"], t["caption"]):
+            assert (tpl == "generic") == (caption == "an image")
+        np.testing.assert_array_equal(t["true_kl_text"], world.kl_text(cap))
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(written, tmp_path):
