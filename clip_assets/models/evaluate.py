@@ -1,0 +1,150 @@
+"""Quick checks of a model against the synthetic world: zero-shot accuracy and ranking of the true log ratio.
+
+These are model-level sanity checks used by training and tests; the project's estimators proper live in
+``clip_assets.core``. Self-normalised image-conditioned log ratio (PAPER section 1), references = the drop's own
+captions t_1..t_N (a sample of p(y))::
+
+    log r_img(x, y) = s(x, y) - logsumexp_j s(x, t_j) + log N,      s(x, y) = a <u_x, v_y>
+
+computed in float64 over the distinct captions with multiplicities (logsumexp_j over N captions equals
+logsumexp_u (s(x, u) + log c_u) over distinct captions u with counts c_u).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from clip_assets.models.data import decode_all, decode_resize, index_drop, normalize
+from clip_assets.models.loading import LoadedModel
+
+
+def _encode_uint8_images(loaded: LoadedModel, images_u8: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(N, 3, S, S) uint8 at the model's size -> (N, d) unit float32 embeddings (on CPU)."""
+    mean, std = loaded.preprocess_cfg["mean"], loaded.preprocess_cfg["std"]
+    outs = []
+    for i in range(0, images_u8.shape[0], batch_size):
+        x = normalize(images_u8[i : i + batch_size].to(loaded.device), mean, std)
+        outs.append(loaded.encode_images(x).cpu())
+    return torch.cat(outs) if outs else torch.empty((0, loaded.embed_dim))
+
+
+def _resize_u8(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) uint8 via the same geometry as data.decode_resize."""
+    t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    if images.shape[1] == size and images.shape[2] == size:
+        return t
+    out = []
+    for im in images:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="PNG")
+        out.append(torch.from_numpy(decode_resize(buf.getvalue(), size)).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+def zero_shot_accuracy(
+    loaded: LoadedModel,
+    world: Any = None,
+    n: int = 1000,
+    seed: int = 12345,
+    template: str = "a photo of a {}",
+    domain: str | None = None,
+) -> float:
+    """Accuracy of argmax_c <u_x, v_{template(c)}> over ``n`` fresh images of ``world.sample_labelled``."""
+    if world is None:
+        from clip_assets.world import World
+
+        world = World.default()
+    lab = world.sample_labelled(n, np.random.default_rng(seed), domain=domain)
+    u = _encode_uint8_images(loaded, _resize_u8(lab.images, loaded.image_size))  # (n, d)
+    v = loaded.encode_texts([template.format(c) for c in world.class_names]).cpu()  # (C, d)
+    pred = (u @ v.T).argmax(dim=1).numpy()  # (n, d) @ (d, C) -> (n, C)
+    return float((pred == np.asarray(lab.label)).mean())
+
+
+def self_normalised_log_ratio(
+    img_emb: np.ndarray, txt_emb: np.ndarray, ref_txt_emb: np.ndarray, a: float, ref_log_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """log r_img(x_i, y_i) = s(x_i, y_i) - logsumexp_j s(x_i, t_j) + log N for paired rows i.
+
+    img_emb, txt_emb: (n, d) unit; ref_txt_emb: (U, d) unit reference captions; ref_log_weights: (U,) log counts
+    of each reference (None: each once). N = sum of counts. float64 throughout.
+    """
+    u = np.asarray(img_emb, dtype=np.float64)
+    v = np.asarray(txt_emb, dtype=np.float64)
+    t = np.asarray(ref_txt_emb, dtype=np.float64)
+    lw = np.zeros(t.shape[0]) if ref_log_weights is None else np.asarray(ref_log_weights, dtype=np.float64)
+    s_pair = a * np.einsum("nd,nd->n", u, v)  # (n,)
+    s_ref = a * (u @ t.T) + lw[None, :]  # (n, d) @ (d, U) -> (n, U)
+    m = s_ref.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(s_ref - m).sum(axis=1, keepdims=True)))[:, 0]
+    log_n = np.log(np.exp(lw).sum())
+    return s_pair - lse + log_n
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), 1-based, like scipy.stats.rankdata(method='average')."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    start = 0
+    n = len(x)
+    while start < n:
+        end = start + 1
+        while end < n and xs[end] == xs[start]:
+            end += 1
+        ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
+        start = end
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    rx, ry = rankdata(np.asarray(x)), rankdata(np.asarray(y))
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def ratio_spearman(
+    loaded: LoadedModel,
+    drop: str | os.PathLike | list[pa.Table],
+    truth_path: str | os.PathLike | None = None,
+    max_pairs: int | None = None,
+) -> dict[str, Any]:
+    """Spearman between the model's self-normalised log r_img and the world's true log ratio on one drop.
+
+    ``truth_path`` defaults to ``<drop>.truth.parquet`` beside the drop folder. Pairs are joined on uid.
+    """
+    if isinstance(drop, (str, os.PathLike)):
+        drop_dir = Path(drop)
+        tables = index_drop(drop_dir)
+        truth_path = truth_path or drop_dir.parent / f"{drop_dir.name}.truth.parquet"
+    else:
+        tables = list(drop)
+        if truth_path is None:
+            raise ValueError("truth_path is required when the drop is given as tables")
+    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
+    if max_pairs is not None:
+        ptr = ptr.slice(0, max_pairs)
+    u = _encode_uint8_images(loaded, decode_all([ptr], loaded.image_size)).numpy()
+    captions = ptr.column("caption").to_pylist()
+    uniq, inv, counts = np.unique(np.asarray(captions, dtype=object), return_inverse=True, return_counts=True)
+    v_uniq = loaded.encode_texts([str(c) for c in uniq]).cpu().numpy()  # (U, d)
+    log_r = self_normalised_log_ratio(u, v_uniq[inv], v_uniq, loaded.logit_scale, np.log(counts))
+    truth = pq.read_table(truth_path, columns=["uid", "true_log_ratio"]).to_pydict()
+    true_by_uid = dict(zip(truth["uid"], truth["true_log_ratio"]))
+    uids = ptr.column("uid").to_pylist()
+    keep = np.array([uid in true_by_uid for uid in uids])
+    true = np.array([true_by_uid[uid] for uid, k in zip(uids, keep) if k], dtype=np.float64)
+    rho = spearman(log_r[keep], true)
+    return {"spearman": rho, "pairs": int(keep.sum()), "references": int(len(captions)), "log_ratio": log_r}

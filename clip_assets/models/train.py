@@ -1,0 +1,403 @@
+"""Train a small CLIP-style model on a synthetic drop with open_clip's contrastive loss (the offline default model).
+
+InfoNCE (open_clip's ``ClipLoss``, symmetric, learnable temperature) makes ``s(x, y) = a <u_x, v_y>`` a log
+density ratio up to a per-side normaliser (PAPER section 1), which is what every downstream estimator relies on.
+
+Recipe (defaults in :class:`TrainConfig`, ~2 CPU minutes for the target model):
+
+* data: every (image, caption) pair of one drop, read through tar byte pointers (:mod:`.data`), decoded once into
+  a uint8 tensor in DataLoader workers; captions tokenized once (a drop has a few dozen distinct captions);
+* model: an open_clip custom config (:mod:`.small`), random init under ``seed``;
+* optimiser: AdamW (no weight decay on gains, biases, embeddings and the logit scale), linear warmup then cosine
+  decay, logit scale initialised at log(1/0.07) and clamped to [0, log 100] after each step like open_clip;
+* seeded: the same config and data give the same weights (single process, deterministic CPU kernels).
+
+The result is saved under ``models_dir(home)/<name>/`` as ``open_clip_pytorch_model.bin`` (a plain state_dict)
+and ``open_clip_config.json`` (``model_cfg``/``preprocess_cfg`` in open_clip's hub format, plus the training
+config, data ids and final metrics under ``clip_assets``), then reloaded through
+:func:`clip_assets.models.loading.load_model` with ``checkpoint=`` like any user checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from clip_assets.config import models_dir
+from clip_assets.models import small
+from clip_assets.models.data import decode_all, index_drop, normalize
+from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
+
+WEIGHTS_FILE = "open_clip_pytorch_model.bin"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training knobs. Defaults (clip-assets-tiny, 600 x 256 pairs) reach zero-shot shape accuracy ~0.98 and
+    Spearman ~0.98 vs the true log ratio in ~2 CPU minutes."""
+
+    model: str = small.TINY  # a registered open_clip config name (see clip_assets.models.small)
+    steps: int = 600
+    batch_size: int = 256
+    lr: float = 5e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    init_logit_scale: float = math.log(1 / 0.07)
+    max_logit_scale: float = math.log(100.0)
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    max_pairs: int | None = None  # use at most this many pairs of the drop (first ones)
+    workers: int = 0  # DataLoader workers for the one-off decode
+    threads: int | None = 1  # torch CPU threads while training (1: no OpenMP spin contention; None: torch's)
+    eval_images: int = 1000  # zero-shot evaluation set size (World.sample_labelled)
+    eval_seed: int = 12345
+
+    def __post_init__(self) -> None:
+        for k in ("steps", "batch_size", "eval_images"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"TrainConfig.{k} must be >= 1, got {getattr(self, k)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if self.warmup_steps < 0 or self.workers < 0:
+            raise ValueError("TrainConfig.warmup_steps and workers must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_contrastive` produced."""
+
+    name: str
+    checkpoint_dir: Path
+    checkpoint_path: Path  # the weights file; load with ModelSpec(name=..., checkpoint=str(checkpoint_path))
+    model_id: dict[str, Any]
+    model_id_str: str
+    curves: dict[str, list[float]]  # step, loss, logit_scale (a = exp), lr
+    metrics: dict[str, Any]  # zero_shot_accuracy, train_seconds, final_loss, final_logit_scale, ...
+    plot_png: bytes
+    loaded: LoadedModel | None = field(default=None, repr=False)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(name=self.model_id["name"], checkpoint=str(self.checkpoint_path), device="cpu", workers=0)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``lr * min_lr_ratio``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    lo = cfg.lr * cfg.min_lr_ratio
+    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # open_clip's rule: no decay for gains/biases (ndim < 2), embeddings and the logit scale
+    def exclude(n: str, p: torch.nn.Parameter) -> bool:
+        return p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n or "embedding" in n
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
+    ]
+
+
+def _adamw(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, config.weight_decay)
+    kw = dict(lr=config.lr, betas=config.betas, eps=config.eps)
+    try:  # the fused kernel is ~2x faster on CPU (one pass over the big token-embedding table)
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older torch
+        return torch.optim.AdamW(groups, **kw)
+
+
+def _fingerprint(values: list[str]) -> str:
+    h = hashlib.sha256()
+    for v in values:
+        h.update(v.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _world_for(drop_dir: Path):
+    from clip_assets.world import World
+
+    wf = drop_dir.parent / "world.json"
+    if wf.is_file():
+        return World.from_dict(json.loads(wf.read_text())), hashlib.sha256(wf.read_bytes()).hexdigest()
+    return World.default(), None
+
+
+def train_contrastive(
+    drop: str | os.PathLike | list[pa.Table],
+    config: TrainConfig = TrainConfig(),
+    *,
+    name: str = "synthetic-clip",
+    home: Path | None = None,
+    out_dir: str | os.PathLike | None = None,
+    world: Any = None,
+    log: Callable[[str], None] | None = None,
+    sample_weights: Sequence[float] | np.ndarray | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on every pair of a drop; save, reload through ``load_model`` and evaluate it.
+
+    Args:
+        drop: a drop folder (``NNNNN.tar`` shards) or its pointer tables (raw_pairs shard tables, or
+            :func:`clip_assets.models.data.index_drop`).
+        config: the :class:`TrainConfig`.
+        name: checkpoint folder name under ``models_dir(home)`` (or ``out_dir`` when given); replaced if present.
+        world: the synthetic World for the zero-shot evaluation; read from ``<drop>/../world.json`` when the drop
+            is a folder, else ``World.default()``.
+        log: optional callable receiving progress lines.
+        sample_weights: optional per-pair weights (one per row of the drop, in row order; >= 0, finite, not all 0)
+            for importance-weighted training: the loss becomes
+            :func:`clip_assets.core.iwl.weighted_clip_loss` ``(1/B) sum_j w_j 0.5 (CE_i->t + CE_t->i)`` with
+            each batch's weights as given (no renormalisation); all ones is exactly the plain ClipLoss.
+    Returns: a :class:`TrainResult` with curves, a PNG of them, metrics and the reloaded model.
+    """
+    import open_clip
+
+    say = log or (lambda s: None)
+    small.register_small_configs()
+    model_cfg = open_clip.get_model_config(config.model)
+    if model_cfg is None:
+        raise ValueError(f"TrainConfig.model {config.model!r} is not a registered open_clip config")
+
+    # ---------------- data
+    t0 = time.perf_counter()
+    world_sha = None
+    drop_dir: Path | None = None
+    if isinstance(drop, (str, os.PathLike)):
+        drop_dir = Path(drop)
+        tables = index_drop(drop_dir)
+        if world is None:
+            world, world_sha = _world_for(drop_dir)
+    else:
+        tables = list(drop)
+    if world is None:
+        from clip_assets.world import World
+
+        world = World.default()
+    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
+    weights_t: torch.Tensor | None = None
+    if sample_weights is not None:
+        w = np.asarray(sample_weights, dtype=np.float64).reshape(-1)
+        if w.shape[0] != ptr.num_rows:
+            raise ValueError(f"sample_weights has {w.shape[0]} entries for {ptr.num_rows} pairs (one per row)")
+        if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+            raise ValueError("sample_weights must be finite, >= 0 and not all zero")
+        weights_t = torch.from_numpy(w.astype(np.float32))
+    if config.max_pairs is not None:
+        ptr = ptr.slice(0, config.max_pairs)
+        if weights_t is not None:
+            weights_t = weights_t[: ptr.num_rows]
+    if ptr.num_rows < 2:
+        raise ValueError(f"need at least 2 pairs to train, got {ptr.num_rows}")
+    image_size = int(model_cfg["vision_cfg"]["image_size"])
+    images = decode_all([ptr], image_size, workers=config.workers)  # (N, 3, S, S) uint8
+    captions = ptr.column("caption").to_pylist()
+    uniq = sorted(set(captions))
+    cap_index = {c: i for i, c in enumerate(uniq)}
+    caption_idx = torch.tensor([cap_index[c] for c in captions], dtype=torch.long)  # (N,)
+    data_seconds = time.perf_counter() - t0
+    say(f"decoded {ptr.num_rows} pairs ({len(uniq)} distinct captions) in {data_seconds:.1f}s")
+
+    # ---------------- model
+    threads_before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = open_clip.create_model(config.model, device="cpu", precision="fp32")
+            with torch.no_grad():
+                model.logit_scale.fill_(config.init_logit_scale)
+            tokenizer = open_clip.get_tokenizer(config.model)
+            tokens_uniq = tokenizer(uniq)  # (U, L)
+            mean = model.visual.preprocess_cfg["mean"]
+            std = model.visual.preprocess_cfg["std"]
+            if weights_t is None:
+                loss_fn = open_clip.ClipLoss()
+            else:
+                from clip_assets.core.iwl import weighted_clip_loss
+            opt = _adamw(model, config)
+            gen = torch.Generator().manual_seed(config.seed)
+            n = ptr.num_rows
+            bs = min(config.batch_size, n)
+            curves: dict[str, list[float]] = {"step": [], "loss": [], "logit_scale": [], "lr": []}
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            pos = 0
+            t1 = time.perf_counter()
+            c1 = time.process_time()
+            for step in range(config.steps):
+                if pos + bs > n:
+                    perm, pos = torch.randperm(n, generator=gen), 0
+                idx = perm[pos : pos + bs]
+                pos += bs
+                lr = lr_at(step, config)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x = normalize(images[idx], mean, std)
+                t = tokens_uniq[caption_idx[idx]]
+                out = model(x, t)
+                img_f, txt_f, scale = (
+                    (out["image_features"], out["text_features"], out["logit_scale"])
+                    if isinstance(out, dict)
+                    else out[:3]
+                )
+                if weights_t is None:
+                    loss = loss_fn(img_f, txt_f, scale)
+                else:
+                    loss = weighted_clip_loss(img_f, txt_f, scale, weights_t[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                opt.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, config.max_logit_scale)
+                curves["step"].append(step)
+                curves["loss"].append(float(loss.detach()))
+                curves["logit_scale"].append(float(model.logit_scale.detach().exp()))
+                curves["lr"].append(lr)
+                if step % 50 == 0 or step == config.steps - 1:
+                    say(f"step {step}/{config.steps} loss {curves['loss'][-1]:.4f} a {curves['logit_scale'][-1]:.2f}")
+            train_seconds = time.perf_counter() - t1
+            train_cpu_seconds = time.process_time() - c1
+    finally:
+        torch.set_num_threads(threads_before)
+    model.eval()
+
+    # ---------------- save (atomically: staging folder, then rename), reload through the checkpoint path
+    root = Path(out_dir) if out_dir is not None else models_dir(home)
+    ckpt_dir = root / name
+    data_ids = {
+        "drop": drop_dir.name if drop_dir is not None else None,
+        "drop_path": str(drop_dir.resolve()) if drop_dir is not None else None,
+        "pairs": int(ptr.num_rows),
+        "distinct_captions": len(uniq),
+        "uids_sha256": _fingerprint(ptr.column("uid").to_pylist()),
+        "world_json_sha256": world_sha,
+        "sample_weights": None
+        if weights_t is None
+        else {
+            "mean": float(weights_t.double().mean()),
+            "min": float(weights_t.min()),
+            "max": float(weights_t.max()),
+            "sha256": hashlib.sha256(weights_t.numpy().tobytes()).hexdigest(),
+        },
+    }
+    preprocess_cfg = dict(model.visual.preprocess_cfg)
+    config_json: dict[str, Any] = {
+        "model_name": config.model,
+        "model_cfg": model_cfg,
+        "preprocess_cfg": preprocess_cfg,
+        "clip_assets": {
+            "name": name,
+            "train_config": config.to_dict(),
+            "data": data_ids,
+            "metrics": {},
+        },
+    }
+    _save_checkpoint(ckpt_dir, model.state_dict(), config_json)
+    weights = ckpt_dir / WEIGHTS_FILE
+    loaded = load_model(ModelSpec(name=config.model, checkpoint=str(weights), device="cpu", workers=0))
+
+    from clip_assets.models.evaluate import zero_shot_accuracy
+
+    acc = zero_shot_accuracy(loaded, world, n=config.eval_images, seed=config.eval_seed)
+    metrics = {
+        "zero_shot_accuracy": acc,
+        "zero_shot_chance": 1.0 / len(world.class_names),
+        "final_loss": float(np.mean(curves["loss"][-20:])),
+        "final_logit_scale": curves["logit_scale"][-1],
+        "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu_seconds,
+        "data_seconds": data_seconds,
+        "steps": config.steps,
+        "pairs": int(ptr.num_rows),
+        "steps_per_second": config.steps / max(train_seconds, 1e-9),
+    }
+    config_json["clip_assets"]["metrics"] = metrics
+    _write_json_atomic(ckpt_dir / CONFIG_FILE, config_json)  # the weights (and so the model id) are unchanged
+    say(f"trained {config.model} in {train_seconds:.1f}s: zero-shot accuracy {acc:.3f}, id {loaded.model_id_str}")
+    return TrainResult(
+        name=name,
+        checkpoint_dir=ckpt_dir,
+        checkpoint_path=weights,
+        model_id=loaded.model_id,
+        model_id_str=loaded.model_id_str,
+        curves=curves,
+        metrics=metrics,
+        plot_png=plot_curves(curves, title=f"{name} ({config.model})"),
+        loaded=loaded,
+    )
+
+
+def _save_checkpoint(ckpt_dir: Path, state_dict: dict[str, torch.Tensor], config_json: dict[str, Any]) -> None:
+    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = ckpt_dir.parent / f".{ckpt_dir.name}.staging-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, staging / WEIGHTS_FILE)
+        (staging / CONFIG_FILE).write_text(json.dumps(config_json, indent=2, sort_keys=True, default=str))
+        trash = None
+        if ckpt_dir.exists():
+            trash = ckpt_dir.parent / f".{ckpt_dir.name}.trash-{uuid.uuid4().hex[:12]}"
+            os.replace(ckpt_dir, trash)
+        os.replace(staging, ckpt_dir)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def plot_curves(curves: dict[str, list[float]], title: str = "training") -> bytes:
+    """PNG bytes: loss and logit scale a = exp(logit_scale) per step."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(curves["step"], curves["loss"], lw=1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("contrastive loss")
+    ax1.set_title("loss")
+    ax2.plot(curves["step"], curves["logit_scale"], lw=1, color="tab:orange")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("a = exp(logit_scale)")
+    ax2.set_title("logit scale")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
