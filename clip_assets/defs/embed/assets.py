@@ -17,7 +17,8 @@ class ContrastiveModelConfig(dg.Config):
     source: "train" (offline default: train the small CLIP-style model on a synthetic training drop),
             "pretrained" (open_clip `name` + `pretrained` tag, needs the hub or a filled cache),
             "checkpoint" (a local checkpoint file or folder, e.g. one this project trained).
-    device/precision/batch_size/workers: how embeddings run the model.
+    device/precision/batch_size/workers: how embeddings run the model (workers = DataLoader processes; 0 suits
+            a small CPU machine, raise it on a GPU machine so decoding keeps up).
     """
 
     source: Literal["train", "pretrained", "checkpoint"] = "train"
@@ -27,7 +28,7 @@ class ContrastiveModelConfig(dg.Config):
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     batch_size: int = 256
-    workers: int = 2
+    workers: int = 0
     train_pairs: int = 20_000
     train_seed: int = 1234
     train_steps: int = 600
