@@ -229,12 +229,21 @@ def cmd_demo(args) -> int:
     else:
         print(f"synthetic drops already in {landing}: {len(existing)}")
     timings = materialize(None, None, all_drops=True)
-    catalog.refresh_views()
-    print()
-    _print_table(catalog.query(catalog.load_sql("queries/demo_summary")))
+    views = set(catalog.refresh_views())
+    for title, query, needs in (("drops", "queries/demo_summary", "drops"),
+                                ("estimates vs exact truth", "queries/demo_calibration", "score_calibration"),
+                                ("curated subsets at 25% (synthetic truth)", "queries/demo_curation",
+                                 "curation_report")):
+        if needs in views:
+            print(f"\n{title}")
+            _print_table(catalog.query(catalog.load_sql(query)))
+    iwl = config.models_dir() / "iwl" / "eval.md"
+    if iwl.is_file():
+        print("\nImportance Weight Learning (target domain, zero-shot)")
+        print(iwl.read_text())
     print()
     for k, v in timings.items():
-        print(f"  {k:<38s} {v:8.1f}s")
+        print(f"  {k:<60s} {v:8.1f}s")
     print(f"demo chain total: {time.perf_counter() - t_all:.1f}s")
     return 0
 

@@ -105,8 +105,13 @@ def ingest(context: dg.AssetExecutionContext, home: HomeResource):
     )
 
 
+# Every warehouse table with a view in sql/views: the catalog runs after any of them changes.
+CATALOG_TABLES = [RAW, REJECTED, "pair_scores", "kl_stats", "score_calibration", "importance_weights",
+                  "curated_subsets", "curation_report", "ngram_analysis"]
+
+
 @dg.asset(
-    deps=[RAW, REJECTED],
+    deps=CATALOG_TABLES,
     description=(
         "The DuckDB catalog `<home>/clip_assets.duckdb`: (re)creates the SQL views in sql/views over the Parquet "
         "warehouse (raw_pairs, rejected_pairs, drops, and the downstream tables once they exist). Views read the "
