@@ -1,0 +1,177 @@
+"""IWL training plumbing: the weighted loop, the training pool join, evaluation sets and zero-shot evaluation."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.models import iwl_train as iw
+from clip_assets.models.small import TINY
+from clip_assets.models.train import TrainConfig, train_contrastive
+
+TINY = dict(model=TINY, steps=3, batch_size=16, warmup_steps=1, eval_images=8, threads=1)
+
+
+@pytest.fixture(scope="module")
+def drop_dir(tmp_path_factory) -> Path:
+    from clip_assets.world import write_drops
+
+    out = tmp_path_factory.mktemp("iwl_landing")
+    return write_drops(out, drops=1, pairs=48, seed=5, shard_size=24)[0]
+
+
+def _state(res):
+    return torch.load(res.checkpoint_path, map_location="cpu", weights_only=True)
+
+
+def test_unit_weights_train_exactly_like_the_plain_loss(drop_dir, tmp_path):
+    cfg = TrainConfig(**TINY)
+    base = train_contrastive(drop_dir, cfg, name="plain", out_dir=tmp_path)
+    ones = train_contrastive(drop_dir, cfg, name="ones", out_dir=tmp_path, sample_weights=np.ones(48))
+    sa, sb = _state(base), _state(ones)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], atol=1e-5), k
+    np.testing.assert_allclose(base.curves["loss"], ones.curves["loss"], rtol=1e-5)
+
+
+def test_weights_change_training_and_are_checked(drop_dir, tmp_path):
+    cfg = TrainConfig(**TINY)
+    base = train_contrastive(drop_dir, cfg, name="plain", out_dir=tmp_path)
+    w = np.where(np.arange(48) % 2 == 0, 4.0, 0.25)
+    weighted = train_contrastive(drop_dir, cfg, name="w", out_dir=tmp_path, sample_weights=w)
+    assert weighted.curves["loss"][0] != pytest.approx(base.curves["loss"][0])
+    assert any(not torch.equal(a, b) for a, b in zip(_state(base).values(), _state(weighted).values()))
+    with pytest.raises(ValueError, match="sample_weights"):
+        train_contrastive(drop_dir, cfg, name="bad", out_dir=tmp_path, sample_weights=np.ones(47))
+    with pytest.raises(ValueError, match="sample_weights"):
+        train_contrastive(drop_dir, cfg, name="bad", out_dir=tmp_path, sample_weights=-np.ones(48))
+
+
+# ------------------------------------------------------------------ pool
+
+
+def _write(asset: str, drop: str, home: Path, table: pa.Table) -> None:
+    with PartitionWriter(partition_dir(asset, drop, home)) as w:
+        w.write("part-00000.parquet", table)
+
+
+def _raw(uids):
+    n = len(uids)
+    return pa.table({"uid": uids, "caption": [f"c{i}" for i in range(n)], "tar_path": ["/x.tar"] * n,
+                     "offset": list(range(n)), "size": [1] * n})
+
+
+def _weights(uids, prompt, lw, model_id="m@1"):
+    n = len(uids)
+    return pa.table({"uid": uids, "prompt": [prompt] * n, "log_weight": np.asarray(lw, float),
+                     "weight": np.exp(lw), "weight_shift": np.zeros(n), "a_prime": np.full(n, 10.0),
+                     "b_prime": np.zeros(n), "model_id": [model_id] * n})
+
+
+def test_training_pool_joins_by_uid_and_reports_left_out(tmp_path):
+    home = tmp_path / "home"
+    _write("raw_pairs", "d1", home, _raw(["a", "b", "c", "d"]))
+    _write("raw_pairs", "d2", home, _raw(["e", "f"]))
+    w1 = pa.concat_tables([_weights(["d", "b", "a"], "red", [3.0, 2.0, 1.0]),  # "c" has no weight
+                           _weights(["a", "b", "c", "d"], "blue", [0.0, 0.0, 0.0, 0.0])])
+    _write("importance_weights", "d1", home, w1)
+    _write("importance_weights", "d2", home, pa.concat_tables([_weights(["f", "e"], "red", [5.0, 4.0]),
+                                                               _weights(["e", "f"], "blue", [1.0, 1.0])]))
+    pool = iw.load_training_pool(home)  # first stored prompt: "red"
+    assert pool.prompt == "red" and pool.drops == ["d1", "d2"] and pool.left_out == 1
+    assert pool.pointers.column("uid").to_pylist() == ["a", "b", "d", "e", "f"]  # raw_pairs order
+    np.testing.assert_allclose(pool.log_weight, [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert pool.a_prime == 10.0 and pool.reference_model_id == "m@1"
+    blue = iw.load_training_pool(home, prompt="blue", drops=["d2"])
+    np.testing.assert_allclose(blue.log_weight, [1.0, 1.0])
+    with pytest.raises(ValueError, match="stored prompts"):
+        iw.load_training_pool(home, prompt="green")
+    with pytest.raises(ValueError, match="no raw_pairs or no importance_weights"):
+        iw.load_training_pool(home, drops=["nope"])
+    with pytest.raises(ValueError, match="no drop has both"):
+        iw.load_training_pool(tmp_path / "empty")
+    _write("importance_weights", "d2", home, _weights(["e", "f"], "red", [1.0, 1.0], model_id="other@2"))
+    with pytest.raises(ValueError, match="different reference models"):
+        iw.load_training_pool(home)
+
+
+def test_training_weights_normalisation():
+    lw = np.array([0.0, np.log(3.0)])
+    w, c = iw.training_weights(lw, "mean")
+    np.testing.assert_allclose(w, [0.5, 1.5])
+    assert c == pytest.approx(np.log(2.0))
+    w2, c2 = iw.training_weights(lw, "none")
+    np.testing.assert_allclose(w2, [1.0, 3.0]) and c2 == 0.0
+    with pytest.raises(ValueError, match="overflows"):
+        iw.training_weights(np.array([800.0]), "none")
+
+
+# ------------------------------------------------------------------ evaluation sets
+
+
+def _jpeg(colour) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 12), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_eval_set_from_parquet_folder_and_errors(tmp_path):
+    t = pa.table({"image": [_jpeg("red"), _jpeg("blue"), _jpeg("red")], "label": ["cat", "dog", "cat"]})
+    pq.write_table(t, tmp_path / "eval.parquet")
+    es = iw.load_eval_set(str(tmp_path / "eval.parquet"))
+    assert es.class_names == ["cat", "dog"] and es.labels.tolist() == [0, 1, 0]
+    x = es.images_u8(16)
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.uint8
+    # image_path column, integer labels with class names
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.jpg").write_bytes(_jpeg("green"))
+    pq.write_table(pa.table({"image_path": ["imgs/a.jpg"], "label": [1]}), tmp_path / "paths.parquet")
+    es2 = iw.load_eval_set(str(tmp_path / "paths.parquet"), class_names=["x", "y"])
+    assert es2.labels.tolist() == [1] and es2.class_names == ["x", "y"]
+    with pytest.raises(ValueError, match="class_names"):
+        iw.load_eval_set(str(tmp_path / "paths.parquet"))
+    # ImageFolder
+    for cls, col in (("circle", "red"), ("square", "blue")):
+        (tmp_path / "folder" / cls).mkdir(parents=True)
+        (tmp_path / "folder" / cls / "1.jpg").write_bytes(_jpeg(col))
+    es3 = iw.load_eval_set(str(tmp_path / "folder"))
+    assert es3.class_names == ["circle", "square"] and es3.labels.tolist() == [0, 1]
+    # errors name what is missing
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        iw.load_eval_set(str(tmp_path / "missing.parquet"))
+    pq.write_table(pa.table({"label": ["a"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="'image'"):
+        iw.load_eval_set(str(tmp_path / "bad.parquet"))
+    with pytest.raises(FileNotFoundError, match="not a synthetic one"):
+        iw.load_eval_set("synthetic", home=tmp_path / "no_world_home")
+
+
+def test_synthetic_eval_set_and_zero_shot_evaluation(drop_dir, tmp_path):
+    home = tmp_path / "home"
+    (home / "landing").mkdir(parents=True)
+    (home / "landing" / "world.json").write_bytes((drop_dir.parent / "world.json").read_bytes())
+    es = iw.load_eval_set("synthetic", home=home, target_domain="red", n=12, seed=1)
+    assert es.n == 12 and es.class_names == ["circle", "square", "triangle", "cross"]
+    with pytest.raises(ValueError, match="unknown target domain"):
+        iw.load_eval_set("synthetic", home=home, target_domain="purple")
+    res = train_contrastive(drop_dir, TrainConfig(**TINY), name="m", out_dir=tmp_path / "m")
+    loaded = iw.load_checkpoint(res.checkpoint_dir)
+    assert loaded.model_id_str == res.model_id_str
+    r = iw.evaluate_zero_shot(loaded, es)  # 64 px world images resized to the 32 px model
+    assert r["n"] == 12 and 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0
+    assert sum(row["support"] for row in r["per_class"]) == 12
+
+
+def test_mean_std():
+    assert iw.mean_std([1.0]) == (1.0, 0.0)
+    m, s = iw.mean_std([1.0, 2.0, 3.0])
+    assert m == 2.0 and s == pytest.approx(1.0)
