@@ -18,6 +18,7 @@ is reported, nothing is silently lost).
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import tarfile
@@ -194,6 +195,20 @@ def iter_shard(tar_path: Path) -> Iterator[Sample | ShardEnd]:
     if current is not None:
         yield current
     yield ShardEnd(error=error)
+
+
+TAR_MODE = 0o444
+
+
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Append one member with fixed metadata (mtime 0, root, 0644) so the same bytes give the same tar."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = TAR_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
 
 
 def read_sidecar(drop_dir: Path, shard: str) -> dict[str, dict] | None:

@@ -23,7 +23,6 @@ never sees a partial export and a failed export leaves the previous one intact:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -40,6 +39,7 @@ import pyarrow.parquet as pq
 
 from clip_assets.config import exports_dir
 from clip_assets.io.catalog import load_sql
+from clip_assets.io.drops import add_tar_member
 from clip_assets.io.tables import drops_with
 from clip_assets.io.warehouse import PARQUET_COMPRESSION, PartitionWriter, asset_dir, partition_dir
 
@@ -57,7 +57,6 @@ SIDECAR_SCHEMA = pa.schema([
     ("sha256", pa.string()),
     ("uid", pa.string()), ("source_drop", pa.string()), ("source_shard", pa.string()), ("source_key", pa.string()),
 ])
-TAR_MODE = 0o444
 
 
 class UnknownSubset(KeyError):
@@ -213,14 +212,6 @@ def export_parquet(subset: str, out_dir: Path, home: Path | None = None) -> Expo
     return ExportResult(subset, "parquet", out, rows, seconds=time.perf_counter() - t0)
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = TAR_MODE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
 
 
 class _ImageReader:
@@ -330,9 +321,9 @@ def _write_shard(writer: PartitionWriter, state: dict, rows: Iterator[dict], ima
                 "source_key": row["key"],
             }
             ext = row["image_format"] or "jpg"
-            _tar_add(tar, f"{key}.{ext}", data)
-            _tar_add(tar, f"{key}.txt", row["caption"].encode("utf-8"))
-            _tar_add(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
+            add_tar_member(tar, f"{key}.{ext}", data)
+            add_tar_member(tar, f"{key}.txt", row["caption"].encode("utf-8"))
+            add_tar_member(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
             sidecar.append(meta)
     writer.write(f"{sid}.parquet", pa.Table.from_pylist(sidecar, schema=SIDECAR_SCHEMA))
     end = time.time()

@@ -11,7 +11,6 @@ bicubic, centre crop), kept as uint8 ``(3, S, S)``; :func:`normalize` turns a ba
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -23,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image
+
+from clip_assets.io.uid import compute_uid
 
 IMAGE_EXTS = {"jpg": "jpg", "jpeg": "jpg", "png": "png", "webp": "webp"}
 _SHARD_RE = re.compile(r"^(\d+)\.tar$")
@@ -42,9 +43,6 @@ POINTER_SCHEMA = pa.schema(
 )
 
 
-def pair_uid(image_bytes: bytes, caption: str) -> str:
-    """First 128 bits (32 hex) of sha256(image bytes + b"\\0" + caption utf-8) (DESIGN: uid)."""
-    return hashlib.sha256(image_bytes + b"\0" + caption.encode("utf-8")).hexdigest()[:32]
 
 
 def index_shard(tar_path: str | os.PathLike, shard: str | None = None) -> pa.Table:
@@ -75,7 +73,7 @@ def index_shard(tar_path: str | os.PathLike, shard: str | None = None) -> pa.Tab
             fmt, member, offset, size = images[key]
             fh.seek(offset)
             data = fh.read(size)
-            rows["uid"].append(pair_uid(data, captions[key]))
+            rows["uid"].append(compute_uid(data, captions[key]))
             rows["shard"].append(shard)
             rows["key"].append(key)
             rows["caption"].append(captions[key])

@@ -20,7 +20,6 @@ a landing-folder sensor never sees a partial drop nor a drop without its truth.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clip_assets.io.drops import add_tar_member
 from clip_assets.io.uid import compute_uid
 from clip_assets.world.render import IMAGE_FORMATS, encode_image
 from clip_assets.world.world import World
@@ -41,7 +41,6 @@ TRUTH_SUFFIX = ".truth.parquet"
 URL_ROOT = "https://synthetic.invalid"
 MAX_SHARD_SIZE = 10_000  # keys hold 4 digits of sample index
 MAX_SHARDS = 100_000  # and 5 digits of shard index
-TAR_MODE = 0o444
 
 IMG2DATASET_SCHEMA = pa.schema(
     [
@@ -190,14 +189,6 @@ def _write_drop(
     return out / name
 
 
-def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = TAR_MODE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _write_shard(
@@ -227,9 +218,9 @@ def _write_shard(
                 "exif": None,
                 "sha256": hashlib.sha256(image).hexdigest(),
             }
-            _tar_add(tar, f"{key}.{image_format}", image)
-            _tar_add(tar, f"{key}.txt", caption.encode("utf-8"))
-            _tar_add(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
+            add_tar_member(tar, f"{key}.{image_format}", image)
+            add_tar_member(tar, f"{key}.txt", caption.encode("utf-8"))
+            add_tar_member(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
             meta_rows.append(meta)
             uids.append(compute_uid(image, caption))
     os.replace(tar_tmp, folder / f"{stem}.tar")

@@ -5,7 +5,6 @@ import time
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from clip_assets.core.calibration import auc, pearson, spearman
 from clip_assets.core.drop_scores import drop_statistics
