@@ -20,17 +20,19 @@ Evaluation sets (nothing here is specific to the synthetic world but the default
   ``image`` column of encoded image bytes or an ``image_path`` column (relative paths resolve next to the file).
 * a folder in ImageFolder layout: ``<root>/<class name>/*.jpg|jpeg|png|webp``; classes are the sub-folder names
   (sorted) unless ``class_names`` gives them.
+
+Limits: training goes through ``train_contrastive``, which runs on the CPU and decodes the whole pool into memory
+(``N x 3 x S x S`` uint8); a real pool of many thousands of 224 px images needs a streaming (GPU) trainer behind the
+same ``sample_weights`` interface. Weights, evaluation sets and the assets do not change for that.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import re
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

@@ -8,7 +8,6 @@ import json
 
 import dagster as dg
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
