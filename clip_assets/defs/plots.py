@@ -8,6 +8,16 @@ import io
 import dagster as dg
 
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (assets run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def figure_metadata(fig) -> dg.MetadataValue:
     """A matplotlib figure as an inline PNG (Markdown image) that the Dagster UI renders."""
     import matplotlib.pyplot as plt

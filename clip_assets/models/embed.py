@@ -47,7 +47,7 @@ import torch
 
 from clip_assets.io.warehouse import write_parquet_atomic
 from clip_assets.models.data import read_bytes
-from clip_assets.models.loading import LoadedModel
+from clip_assets.models.loading import LoadedModel, torch_threads
 
 POINTER_COLUMNS = ("uid", "caption", "image_format", "tar_path", "offset", "size")
 _PART_RE = re.compile(r"^part-(.+)\.parquet$")
@@ -426,25 +426,11 @@ def _run(
     decode: str,
     force: bool,
 ) -> EmbedResult:
-    threads_before = torch.get_num_threads()
-    if loaded.spec.threads:
-        torch.set_num_threads(loaded.spec.threads)
-    try:
-        return _run_inner(shards, loaded, progress, batch_size=batch_size, workers=workers, decode=decode, force=force)
-    finally:
-        torch.set_num_threads(threads_before)
+    with torch_threads(loaded.spec.threads):
+        return _run_threads_set(shards, loaded, progress, batch_size, workers, decode, force)
 
 
-def _run_inner(
-    shards: list[_Shard],
-    loaded: LoadedModel,
-    progress: ProgressFn | None,
-    *,
-    batch_size: int | None,
-    workers: int | None,
-    decode: str,
-    force: bool,
-) -> EmbedResult:
+def _run_threads_set(shards, loaded, progress, batch_size, workers, decode, force) -> EmbedResult:
     t0 = time.perf_counter()
     bs = int(batch_size or loaded.spec.batch_size)
     nw = int(loaded.spec.workers if workers is None else workers)

@@ -15,14 +15,16 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+from scipy.stats import rankdata  # noqa: F401 (average-tie ranks, re-exported)
 
+from clip_assets.core.calibration import spearman
 from clip_assets.models.data import decode_all, decode_resize, index_drop, normalize
 from clip_assets.models.loading import LoadedModel
 
@@ -88,31 +90,6 @@ def self_normalised_log_ratio(
     lse = (m + np.log(np.exp(s_ref - m).sum(axis=1, keepdims=True)))[:, 0]
     log_n = np.log(np.exp(lw).sum())
     return s_pair - lse + log_n
-
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), 1-based, like scipy.stats.rankdata(method='average')."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    start = 0
-    n = len(x)
-    while start < n:
-        end = start + 1
-        while end < n and xs[end] == xs[start]:
-            end += 1
-        ranks[order[start:end]] = 0.5 * (start + end - 1) + 1.0
-        start = end
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    rx, ry = rankdata(np.asarray(x)), rankdata(np.asarray(y))
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return float((rx * ry).sum() / den) if den > 0 else float("nan")
 
 
 def ratio_spearman(

@@ -39,7 +39,7 @@ import torch
 from clip_assets.config import models_dir
 from clip_assets.models import small
 from clip_assets.models.data import decode_all, index_drop, normalize
-from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
+from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model, torch_threads
 
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
 
@@ -225,70 +225,64 @@ def train_contrastive(
     say(f"decoded {ptr.num_rows} pairs ({len(uniq)} distinct captions) in {data_seconds:.1f}s")
 
     # ---------------- model
-    threads_before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = open_clip.create_model(config.model, device="cpu", precision="fp32")
-            with torch.no_grad():
-                model.logit_scale.fill_(config.init_logit_scale)
-            tokenizer = open_clip.get_tokenizer(config.model)
-            tokens_uniq = tokenizer(uniq)  # (U, L)
-            mean = model.visual.preprocess_cfg["mean"]
-            std = model.visual.preprocess_cfg["std"]
+    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = open_clip.create_model(config.model, device="cpu", precision="fp32")
+        with torch.no_grad():
+            model.logit_scale.fill_(config.init_logit_scale)
+        tokenizer = open_clip.get_tokenizer(config.model)
+        tokens_uniq = tokenizer(uniq)  # (U, L)
+        mean = model.visual.preprocess_cfg["mean"]
+        std = model.visual.preprocess_cfg["std"]
+        if weights_t is None:
+            loss_fn = open_clip.ClipLoss()
+        else:
+            from clip_assets.core.iwl import weighted_clip_loss
+        opt = _adamw(model, config)
+        gen = torch.Generator().manual_seed(config.seed)
+        n = ptr.num_rows
+        bs = min(config.batch_size, n)
+        curves: dict[str, list[float]] = {"step": [], "loss": [], "logit_scale": [], "lr": []}
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        pos = 0
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        for step in range(config.steps):
+            if pos + bs > n:
+                perm, pos = torch.randperm(n, generator=gen), 0
+            idx = perm[pos : pos + bs]
+            pos += bs
+            lr = lr_at(step, config)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = normalize(images[idx], mean, std)
+            t = tokens_uniq[caption_idx[idx]]
+            out = model(x, t)
+            img_f, txt_f, scale = (
+                (out["image_features"], out["text_features"], out["logit_scale"])
+                if isinstance(out, dict)
+                else out[:3]
+            )
             if weights_t is None:
-                loss_fn = open_clip.ClipLoss()
+                loss = loss_fn(img_f, txt_f, scale)
             else:
-                from clip_assets.core.iwl import weighted_clip_loss
-            opt = _adamw(model, config)
-            gen = torch.Generator().manual_seed(config.seed)
-            n = ptr.num_rows
-            bs = min(config.batch_size, n)
-            curves: dict[str, list[float]] = {"step": [], "loss": [], "logit_scale": [], "lr": []}
-            model.train()
-            perm = torch.randperm(n, generator=gen)
-            pos = 0
-            t1 = time.perf_counter()
-            c1 = time.process_time()
-            for step in range(config.steps):
-                if pos + bs > n:
-                    perm, pos = torch.randperm(n, generator=gen), 0
-                idx = perm[pos : pos + bs]
-                pos += bs
-                lr = lr_at(step, config)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                x = normalize(images[idx], mean, std)
-                t = tokens_uniq[caption_idx[idx]]
-                out = model(x, t)
-                img_f, txt_f, scale = (
-                    (out["image_features"], out["text_features"], out["logit_scale"])
-                    if isinstance(out, dict)
-                    else out[:3]
-                )
-                if weights_t is None:
-                    loss = loss_fn(img_f, txt_f, scale)
-                else:
-                    loss = weighted_clip_loss(img_f, txt_f, scale, weights_t[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                opt.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, config.max_logit_scale)
-                curves["step"].append(step)
-                curves["loss"].append(float(loss.detach()))
-                curves["logit_scale"].append(float(model.logit_scale.detach().exp()))
-                curves["lr"].append(lr)
-                if step % 50 == 0 or step == config.steps - 1:
-                    say(f"step {step}/{config.steps} loss {curves['loss'][-1]:.4f} a {curves['logit_scale'][-1]:.2f}")
-            train_seconds = time.perf_counter() - t1
-            train_cpu_seconds = time.process_time() - c1
-    finally:
-        torch.set_num_threads(threads_before)
+                loss = weighted_clip_loss(img_f, txt_f, scale, weights_t[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, config.max_logit_scale)
+            curves["step"].append(step)
+            curves["loss"].append(float(loss.detach()))
+            curves["logit_scale"].append(float(model.logit_scale.detach().exp()))
+            curves["lr"].append(lr)
+            if step % 50 == 0 or step == config.steps - 1:
+                say(f"step {step}/{config.steps} loss {curves['loss'][-1]:.4f} a {curves['logit_scale'][-1]:.2f}")
+        train_seconds = time.perf_counter() - t1
+        train_cpu_seconds = time.process_time() - c1
     model.eval()
 
     # ---------------- save (atomically: staging folder, then rename), reload through the checkpoint path

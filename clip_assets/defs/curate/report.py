@@ -11,15 +11,13 @@ import pyarrow as pa
 
 from clip_assets.core.ngrams import decile_bins, text_stat_correlations, topk_coverage
 from clip_assets.defs.curate.filters import FilterSpec, SubsetResult, one_row
+from clip_assets.defs.plots import pyplot
 from clip_assets.io.catalog import load_sql
 
 TRUTH_SUFFIX = ".truth.parquet"  # <landing>/<drop>.truth.parquet, written by clip_assets.world
 
 def _bar_fig(names, values, xlabel, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
     ax.barh(names[::-1], values[::-1], color="#4c72b0")
@@ -77,10 +75,7 @@ def curation_report_rows(con, specs: Sequence[FilterSpec], results: Sequence[Sub
 
 
 def report_plot(rows: list[dict], f: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = [r["filter"] for r in rows]
     x = np.arange(len(names))
@@ -155,10 +150,7 @@ def ngram_tables(captions: list, kl: dict[str, np.ndarray], ns: Sequence[int], k
 
 def ngram_heatmap(coverage: pa.Table, ns: Sequence[int], ks: Sequence[int]):
     """Deciles (rows, 0 = lowest KL at the bottom) x (n, K) (columns), colour = coverage, one panel per side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = coverage.to_pylist()
     cols = [(n, k) for n in ns for k in ks]

@@ -9,7 +9,7 @@ import pyarrow as pa
 from clip_assets.core.calibration import auc, pearson, spearman
 from clip_assets.core.drop_scores import drop_statistics
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
-from clip_assets.defs.plots import figure_metadata, markdown_table
+from clip_assets.defs.plots import figure_metadata, markdown_table, pyplot
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.reference import load_reference, sample_reference, write_reference
@@ -81,10 +81,7 @@ class ScoreConfig(dg.Config):
 
 
 def _hist_plot(cols: dict[str, np.ndarray], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(cols)
     fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3.2 * ((len(names) + 1) // 2), 5.5))
@@ -262,10 +259,7 @@ def score_calibration(context: dg.AssetExecutionContext, home: HomeResource):
     table = pa.Table.from_pylist(rows)
     write_parquet_atomic(table, asset_dir("score_calibration", h) / "score_calibration.parquet")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     sub = df.sample(n=min(5000, df.height), seed=0)
