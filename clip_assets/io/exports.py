@@ -41,7 +41,8 @@ from clip_assets.config import exports_dir
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.drops import add_tar_member
 from clip_assets.io.tables import drops_with
-from clip_assets.io.warehouse import PARQUET_COMPRESSION, PartitionWriter, asset_dir, partition_dir
+from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, stage_dir
+from clip_assets.io.warehouse import asset_dir, partition_dir
 
 SUBSETS_ASSET = "curated_subsets"
 SUMMARY_FILE = "subset_summary.parquet"
@@ -260,7 +261,7 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
     params = _source_params(subset, home)
     width = max(4, len(str(samples_per_shard - 1)))
     final = Path(out_dir) / subset
-    writer = PartitionWriter(final)
+    writer = stage_dir(final)
     images = _ImageReader()
     con = _con()
     state = {"shard": 0, "rows": 0}
@@ -287,7 +288,7 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
                         seconds=time.perf_counter() - t0)
 
 
-def _write_shard(writer: PartitionWriter, state: dict, rows: Iterator[dict], images: _ImageReader,
+def _write_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: _ImageReader,
                  samples_per_shard: int, width: int) -> bool:
     """Write the next shard (tar, sidecar, stats last) from ``rows``; True when ``rows`` is exhausted."""
     first = next(rows, None)
@@ -325,7 +326,7 @@ def _write_shard(writer: PartitionWriter, state: dict, rows: Iterator[dict], ima
             add_tar_member(tar, f"{key}.txt", row["caption"].encode("utf-8"))
             add_tar_member(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
             sidecar.append(meta)
-    writer.write(f"{sid}.parquet", pa.Table.from_pylist(sidecar, schema=SIDECAR_SCHEMA))
+    writer.write_table(f"{sid}.parquet", pa.Table.from_pylist(sidecar, schema=SIDECAR_SCHEMA))
     end = time.time()
     n = len(sidecar)
     stats = {"count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,

@@ -40,7 +40,8 @@ from clip_assets.io.drops import (
     validate_drop_name,
 )
 from clip_assets.io.uid import compute_uid
-from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import partition_dir
 
 REJECT_REASONS = frozenset({
     "status_not_success", "missing_image", "undecodable_image", "missing_caption", "empty_caption",
@@ -153,8 +154,8 @@ def ingest_drop(
     result = IngestResult(drop=drop)
     t0 = time.perf_counter()
     seen_uids: set[str] = set()
-    kept_w = PartitionWriter(partition_dir("raw_pairs", drop, home))
-    rej_w = PartitionWriter(partition_dir("rejected_pairs", drop, home))
+    kept_w = stage_dir(partition_dir("raw_pairs", drop, home))
+    rej_w = stage_dir(partition_dir("rejected_pairs", drop, home))
     try:
         for i, shard in enumerate(status.shards):
             counts = _ingest_shard(drop_dir, drop, shard, seen_uids, kept_w, rej_w, result)
@@ -251,8 +252,8 @@ def _ingest_shard(drop_dir, drop, shard, seen_uids, kept_w, rej_w, result) -> Sh
         counts.seen += 1
         reject(None, "truncated_tar", counts.tar_error)
 
-    kept_w.write(f"part-{shard}.parquet", pa.table(kept, schema=RAW_PAIRS_SCHEMA))
-    rej_w.write(f"part-{shard}.parquet", pa.table(rej, schema=REJECTED_SCHEMA))
+    kept_w.write_table(f"part-{shard}.parquet", pa.table(kept, schema=RAW_PAIRS_SCHEMA))
+    rej_w.write_table(f"part-{shard}.parquet", pa.table(rej, schema=REJECTED_SCHEMA))
     result.seen += counts.seen
     result.kept += counts.kept
     result.rejected += counts.rejected

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from clip_assets.core.kl import reference_moments
 from clip_assets.io.tables import fixed_list_to_numpy
-from clip_assets.io.warehouse import PartitionWriter, asset_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import asset_dir
 
 REF_ASSET = "reference_set"
 
@@ -119,8 +120,8 @@ def write_reference(table: pa.Table, info: dict, home: Path | None = None) -> Pa
     im_mean, im_cov = reference_moments(imgs)
     tx_mean, tx_cov = reference_moments(txts)
     final = asset_dir(REF_ASSET, home) / "current"
-    with PartitionWriter(final) as w:
-        w.write("reference_set.parquet", table.replace_schema_metadata({"info": json.dumps(info)}))
+    with stage_dir(final) as w:
+        w.write_table("reference_set.parquet", table.replace_schema_metadata({"info": json.dumps(info)}))
         buf = io.BytesIO()
         np.savez(buf, image_mean=im_mean, image_cov=im_cov, text_mean=tx_mean, text_cov=tx_cov)
         (w.staging / "moments.npz").write_bytes(buf.getvalue())

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from clip_assets.io.warehouse import write_parquet_atomic
+from clip_assets.io.commit import write_table
 from clip_assets.models.data import read_bytes
 from clip_assets.models.loading import LoadedModel, torch_threads
 
@@ -453,7 +453,7 @@ def _run_threads_set(shards, loaded, progress, batch_size, workers, decode, forc
     # empty shards need no model
     for s in [s for s in todo if s.n_rows == 0]:
         empty = np.zeros((0, loaded.embed_dim), dtype=np.float16)
-        write_parquet_atomic(_shard_table([], empty, empty, loaded), s.out_path)
+        write_table(s.out_path, _shard_table([], empty, empty, loaded))
         written.append(s.shard)
         done += 1
         if progress is not None:
@@ -495,7 +495,7 @@ def _run_threads_set(shards, loaded, progress, batch_size, workers, decode, forc
                 raise RuntimeError(f"shard {shard}: rows read ({len(uids)}) do not match its uids ({s.n_rows})")
             img = np.concatenate([p[0] for p in order])
             txt = np.concatenate([p[1] for p in order])
-            write_parquet_atomic(_shard_table(uids, img, txt, loaded), s.out_path)
+            write_table(s.out_path, _shard_table(uids, img, txt, loaded))
             del pending[shard]
             written.append(shard)
             rows_written += len(uids)

@@ -23,7 +23,8 @@ from clip_assets.defs.curate.assets import curated_subsets, curation_report, ngr
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io import catalog
 from clip_assets.io.ingest import RAW_PAIRS_SCHEMA
-from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import partition_dir
 
 PAIR_COLS = ["clip_score", "s", "log_r_img", "log_r_txt", "log_r_siglip"]
 KL_COLS = ["image_kl", "image_klr", "image_dc", "image_dw", "text_kl", "text_klr", "text_dc", "text_dw"]
@@ -46,10 +47,10 @@ def write_scores(home: Path, drop: str, uids: list[str], **cols) -> None:
                "reference_id": pa.array(["r1"] * n, pa.string())}
     pair = pa.table({"uid": pa.array(uids, pa.string()), **{c: col(c) for c in PAIR_COLS}, **lineage})
     kl = pa.table({"uid": pa.array(uids, pa.string()), **{c: col(c) for c in KL_COLS}, **lineage})
-    with PartitionWriter(partition_dir("pair_scores", drop, home)) as w:
-        w.write("part-00000.parquet", pair)
-    with PartitionWriter(partition_dir("kl_stats", drop, home)) as w:
-        w.write("part-00000.parquet", kl)
+    with stage_dir(partition_dir("pair_scores", drop, home)) as w:
+        w.write_table("part-00000.parquet", pair)
+    with stage_dir(partition_dir("kl_stats", drop, home)) as w:
+        w.write_table("part-00000.parquet", kl)
 
 
 def uid(i: int, salt: str = "") -> str:
@@ -270,8 +271,8 @@ def synthetic_pool(home: Path, drop: str, n: int, seed: int) -> list[str]:
         for name, v in zip(RAW_PAIRS_SCHEMA.names, (x, drop, "00000", f"{i:09d}", c, None, 32, 32, "0" * 64,
                                                       "jpg", "/nonexistent.tar", f"{i:09d}.jpg", 0, 1)):
             raw[name].append(v)
-    with PartitionWriter(partition_dir("raw_pairs", drop, home)) as w:
-        w.write("part-00000.parquet", pa.table(raw, schema=RAW_PAIRS_SCHEMA))
+    with stage_dir(partition_dir("raw_pairs", drop, home)) as w:
+        w.write_table("part-00000.parquet", pa.table(raw, schema=RAW_PAIRS_SCHEMA))
     truth = pa.table({"drop": [drop] * n, "uid": uids, "caption": caption, "is_misaligned": misaligned,
                       "is_placeholder": placeholder, "true_log_ratio": true_lr, "true_kl_image": image_kl,
                       "true_kl_text": text_kl, "true_klr_image": image_kl, "true_klr_text": text_kl})

@@ -20,7 +20,8 @@ from clip_assets.io import exports as E
 from clip_assets.io.ingest import ingest_drop
 from clip_assets.io.tables import read_partition
 from clip_assets.io.uid import compute_uid, uid_to_u64_pair
-from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import partition_dir
 from conftest import build_drop, jpeg_bytes
 
 SPECS = F.parse_filters({"filters": [
@@ -47,10 +48,10 @@ def _scores(home: Path, drop: str) -> None:
                      "log_r_siglip": pa.nulls(n, pa.float64()), **lineage})
     kl = pa.table({"uid": uids, **{c: (h * 7 + k) % 1.0 for k, c in enumerate(
         ["image_kl", "image_klr", "image_dc", "image_dw", "text_kl", "text_klr", "text_dc", "text_dw"])}, **lineage})
-    with PartitionWriter(partition_dir("pair_scores", drop, home)) as w:
-        w.write("part-00000.parquet", pair)
-    with PartitionWriter(partition_dir("kl_stats", drop, home)) as w:
-        w.write("part-00000.parquet", kl)
+    with stage_dir(partition_dir("pair_scores", drop, home)) as w:
+        w.write_table("part-00000.parquet", pair)
+    with stage_dir(partition_dir("kl_stats", drop, home)) as w:
+        w.write_table("part-00000.parquet", kl)
 
 
 @pytest.fixture

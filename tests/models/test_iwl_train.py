@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import partition_dir
 from clip_assets.models import iwl_train as iw
 from clip_assets.models.small import TINY
 from clip_assets.models.train import TrainConfig, train_contrastive
@@ -60,8 +61,8 @@ def test_weights_change_training_and_are_checked(drop_dir, tmp_path):
 
 
 def _write(asset: str, drop: str, home: Path, table: pa.Table) -> None:
-    with PartitionWriter(partition_dir(asset, drop, home)) as w:
-        w.write("part-00000.parquet", table)
+    with stage_dir(partition_dir(asset, drop, home)) as w:
+        w.write_table("part-00000.parquet", table)
 
 
 def _raw(uids):

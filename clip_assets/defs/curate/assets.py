@@ -18,7 +18,8 @@ from clip_assets.defs.plots import figure_metadata, markdown_table
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import read_summary, subsets_dir
-from clip_assets.io.warehouse import PartitionWriter, asset_dir, write_parquet_atomic
+from clip_assets.io.commit import stage_dir, write_table
+from clip_assets.io.warehouse import asset_dir
 
 CURATED = dg.AssetKey("curated_subsets")
 REPORT = dg.AssetKey("curation_report")
@@ -193,7 +194,7 @@ def curation_report(context: dg.AssetExecutionContext, config: CurationReportCon
     finally:
         con.close()
     table = pa.Table.from_pylist(rows, schema=R.REPORT_SCHEMA)
-    write_parquet_atomic(table, asset_dir("curation_report", h) / "curation_report.parquet")
+    write_table(asset_dir("curation_report", h) / "curation_report.parquet", table)
     views = home.refresh_catalog()
     shares_ok = all(r[c] is None or (0.0 <= r[c] <= 1.0 and not math.isnan(r[c]))
                     for r in rows for c in ("aligned_share", "misaligned_share", "placeholder_share",
@@ -270,9 +271,9 @@ def ngram_analysis(context: dg.AssetExecutionContext, config: NgramConfig, home:
     captions = table["caption"].to_pylist()
     kl = {c: table[c].to_numpy(zero_copy_only=False) for _, c in R.SIDES}
     coverage, corr = R.ngram_tables(captions, kl, config.ns, config.ks)
-    with PartitionWriter(asset_dir("ngram_analysis", h)) as w:
-        w.write("coverage.parquet", coverage)
-        w.write("correlations.parquet", corr)
+    with stage_dir(asset_dir("ngram_analysis", h)) as w:
+        w.write_table("coverage.parquet", coverage)
+        w.write_table("correlations.parquet", corr)
     views = home.refresh_catalog()
     pool_rows = int(table["pool_rows"][0].as_py()) if table.num_rows else 0
 

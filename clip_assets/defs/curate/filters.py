@@ -50,7 +50,8 @@ from clip_assets.core.selection import keep_count
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import SUMMARY_FILE, decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
-from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import partition_dir
 
 __all__ = [
     "DEFAULT_FILTERS_PATH",
@@ -477,7 +478,7 @@ def summary_table(results: Sequence[SubsetResult], specs: Sequence[FilterSpec], 
 
 def scratch_dir(home: Path | None) -> tempfile.TemporaryDirectory:
     """A hidden scratch folder in the warehouse (same disk as the outputs; named ``.staging-*`` so
-    clip_assets.io.warehouse.clean_stale removes it if a run is killed)."""
+    clip_assets.io.commit.clean_stale removes it if a run is killed)."""
     wh = warehouse_dir(home)
     wh.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(prefix=".staging-curate-", dir=wh)
@@ -500,9 +501,9 @@ def build_subsets(home: Path | None, specs: Sequence[FilterSpec], threads: int |
                 log(f"pool: {pool.rows} pairs from {len(pool.drops)} drops ({pool.duplicates_removed} duplicate "
                     "uids counted once, in the first drop by name)")
             final = subsets_dir(home)
-            with PartitionWriter(final) as w:
+            with stage_dir(final) as w:
                 results = run_filters(con, pool, specs, w.staging, log=log)
-                w.write(SUMMARY_FILE, summary_table(results, specs, pool))
+                w.write_table(SUMMARY_FILE, summary_table(results, specs, pool))
             for r in results:  # they now live in the committed folder
                 r.path = final / r.path.relative_to(w.staging)
             pool.path = Path()  # the scratch pool file is gone

@@ -17,7 +17,8 @@ from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitio
 from clip_assets.defs.plots import figure_metadata, markdown_table, png_metadata
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io.drops import validate_drop_name
-from clip_assets.io.warehouse import PartitionWriter, partition_dir
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.warehouse import partition_dir
 
 WEIGHTS = "importance_weights"
 DEFAULT_PROMPT = "a photo of something red"
@@ -157,8 +158,8 @@ def importance_weights(context: dg.AssetExecutionContext, config: ImportanceWeig
         })
     table = pa.concat_tables(parts)
     out_dir = partition_dir(WEIGHTS, drop, h)
-    with PartitionWriter(out_dir) as w:
-        w.write("part-00000.parquet", table)
+    with stage_dir(out_dir) as w:
+        w.write_table("part-00000.parquet", table)
     seconds = time.perf_counter() - t0
 
     # top examples of the first prompt, with their captions when raw_pairs is there

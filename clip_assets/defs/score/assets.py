@@ -14,7 +14,8 @@ from clip_assets.defs.resources import HomeResource
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.reference import load_reference, sample_reference, write_reference
 from clip_assets.io.tables import drops_with, read_embeddings, read_partition
-from clip_assets.io.warehouse import PartitionWriter, asset_dir, partition_dir, write_parquet_atomic
+from clip_assets.io.commit import stage_dir, write_table
+from clip_assets.io.warehouse import asset_dir, partition_dir
 from clip_assets.models.card import read_card
 
 PAIR_SCORES = dg.AssetKey("pair_scores")
@@ -160,10 +161,10 @@ def scores(context: dg.AssetExecutionContext, config: ScoreConfig, home: HomeRes
     pair_cols = {c: pa.array(st[c]) if c in st else pa.nulls(n, pa.float64()) for c in PAIR_COLUMNS}
     pair_t = pa.table({"uid": emb["uid"], **pair_cols, **lineage})
     kl_t = pa.table({"uid": emb["uid"], **{c: pa.array(st[c]) for c in KL_COLUMNS}, **lineage})
-    with PartitionWriter(partition_dir("pair_scores", drop, h)) as w:
-        w.write("part-00000.parquet", pair_t)
-    with PartitionWriter(partition_dir("kl_stats", drop, h)) as w:
-        w.write("part-00000.parquet", kl_t)
+    with stage_dir(partition_dir("pair_scores", drop, h)) as w:
+        w.write_table("part-00000.parquet", pair_t)
+    with stage_dir(partition_dir("kl_stats", drop, h)) as w:
+        w.write_table("part-00000.parquet", kl_t)
 
     captions = read_partition("raw_pairs", drop, h, columns=["uid", "caption"])
     cap_by_uid = dict(zip(captions["uid"].to_pylist(), captions["caption"].to_pylist()))
@@ -257,7 +258,7 @@ def score_calibration(context: dg.AssetExecutionContext, home: HomeResource):
     df = pl.concat(frames)
     rows = calibration_table(df)
     table = pa.Table.from_pylist(rows)
-    write_parquet_atomic(table, asset_dir("score_calibration", h) / "score_calibration.parquet")
+    write_table(asset_dir("score_calibration", h) / "score_calibration.parquet", table)
 
     plt = pyplot()
 
