@@ -1,0 +1,169 @@
+"""Reports an asset writes per materialization, under ``<home>/reports/<asset>/<key>/``::
+
+    index.html           the report (open it in a browser; no Dagster needed)
+    plots/<name>.png     the plots it shows
+    sheets/<name>.png    contact sheets, each with sheets/<name>.json (its uids in grid order)
+    state.json           what the next report compares with (curated_subsets: the summary rows and drops)
+
+``<key>`` is ``<UTC time to the microsecond>-<first 8 characters of the run id>`` (plus ``-<drop>`` for a
+per-drop report), so folder names sort by time. A folder is written through the commit layer as a whole.
+
+Entry points for assets: :func:`curated_subsets_report` (global) and :func:`drop_report` (per drop).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from clip_assets.config import data_home
+from clip_assets.defs.curate.filters import pool_files
+from clip_assets.io.commit import stage_dir
+from clip_assets.io.exports import read_summary
+from clip_assets.io.tables import drops_with
+from clip_assets.report import collect, select, sheets
+from clip_assets.report.format import fmt, pct
+from clip_assets.report.html import Section, html_page, markdown_summary
+from clip_assets.report.plots import ThresholdLine, bar_chart, png_bytes, threshold_histogram
+from clip_assets.report.since_last import arrow_rows, pivot_kept_per_drop, since_last
+
+STATE_FILE = "state.json"
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
+
+
+@dataclass(frozen=True)
+class Report:
+    """A written report: its folder, index.html, the Markdown summary for the asset page, and its sheets."""
+
+    folder: Path
+    index: Path
+    markdown: str
+    sheets: list[sheets.SheetFile]
+
+
+def reports_dir(home: Path | None, asset: str) -> Path:
+    return data_home(home) / "reports" / asset
+
+
+def run_key(run_id: str, drop: str | None = None, when: datetime | None = None) -> str:
+    """Folder name of one materialization's report (sorts by time; see module doc)."""
+    when = when or datetime.now(timezone.utc)
+    key = f"{when:%Y%m%dT%H%M%S.%f}Z-{str(run_id)[:8]}" + (f"-{drop}" if drop else "")
+    if not KEY_RE.match(key) or ".." in key:
+        raise ValueError(f"bad report key {key!r} (from run id {run_id!r}, drop {drop!r})")
+    return key
+
+
+def previous_state(home: Path | None, asset: str, before: str) -> dict | None:
+    """state.json of the newest report of ``asset`` whose key sorts before ``before``, or None."""
+    root = reports_dir(home, asset)
+    keys = sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file()) if root.is_dir() else []
+    keys = [k for k in keys if k < before and not k.startswith(".")]
+    return json.loads((root / keys[-1] / STATE_FILE).read_text()) if keys else None
+
+
+def write_report(home: Path | None, asset: str, key: str, title: str, subtitle: str,
+                 sections: Sequence[Section], sheet_list: Sequence[sheets.Sheet], sheets_section: str,
+                 state: dict | None = None) -> Report:
+    """Render sheets, write plots, sheets, index.html (and state.json) as one folder; returns the Report."""
+    folder = reports_dir(home, asset) / key
+    sections = list(sections)
+    with stage_dir(folder) as st:
+        files = [sheets.write(st, s) for s in sheet_list]
+        sections.append(Section(sheets_section, text=f"{len(files)} sheets; green border = kept, red = dropped, "
+                                "grey = no subset; click a sheet for full size.", sheets=files))
+        for s in sections:
+            if s.plot is not None:
+                st.write_bytes(s.plot_path, s.plot)
+        st.write_bytes("index.html", html_page(title, subtitle, sections).encode("utf-8"))
+        if state is not None:
+            st.write_json(STATE_FILE, state)
+    index = folder / "index.html"
+    return Report(folder, index, markdown_summary(title, sections, str(index)), files)
+
+
+def _summary_rows(summary: Sequence[dict]) -> list[dict]:
+    return [{"subset": s["subset"], "rule": s["rule"], "threshold": s["threshold"], "k": s["k"],
+             "kept": s["kept"], "pool": s["pool"], "kept_share": pct(s["kept_fraction"]),
+             "kept_beyond_k_by_ties": (s["kept"] - s["k"]) if s["k"] is not None and s["kept"] > s["k"] else None}
+            for s in summary]
+
+
+def _histogram_sections(con, home: Path | None, summary: Sequence[dict]) -> list[Section]:
+    by_column: dict[str, list[ThresholdLine]] = {}
+    for s in summary:
+        if s["kind"] in ("keep_fraction", "threshold") and s["column"]:
+            by_column.setdefault(s["column"], []).append(
+                ThresholdLine(s["subset"], s["rule"], s["threshold"], s["kept"], s["pool"], s["k"]))
+    out = []
+    for column, lines in by_column.items():
+        hist = select.histogram(con, home, column)
+        if hist is not None:
+            out.append(Section(f"{column} histogram", plot=png_bytes(threshold_histogram(hist, lines)),
+                               text="; ".join(line.label() for line in lines)))
+    return out
+
+
+def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = collect.PER_SHEET,
+                           deciles: bool = True) -> Report:
+    """The report of one curated_subsets materialization (call it after the subsets are committed): subset
+    table, kept shares, one histogram per score column with each subset's threshold, "since the last
+    materialization" (drops added; threshold and kept before -> after), kept per drop, contact sheets of every
+    subset (and of the image/caption KL deciles when ``deciles``)."""
+    table = read_summary(home)
+    if table is None or not table.num_rows:
+        raise ValueError("curated_subsets has no subset summary yet: materialize it before its report")
+    summary = table.to_pylist()
+    drops, _ = pool_files(home)
+    key = run_key(run_id)
+    prev = previous_state(home, "curated_subsets", key)
+    change = since_last(prev and prev["summary"], summary, prev and prev["drops"], drops)
+    con = select.connect()
+    try:
+        kept_drop = pivot_kept_per_drop(select.kept_per_drop(con, home), [s["subset"] for s in summary])
+        shares = [s["kept_fraction"] if s["kept_fraction"] is not None and not math.isnan(s["kept_fraction"])
+                  else 0.0 for s in summary]
+        sections = [
+            Section("Since the last materialization", text=change.headline(), rows=arrow_rows(change)),
+            Section("Subsets", text=f"pool: {fmt(summary[0]['pool'])} pairs from {fmt(len(drops))} drops",
+                    rows=_summary_rows(summary)),
+            Section("Kept share per subset", plot=png_bytes(bar_chart(
+                [s["subset"] for s in summary], [100.0 * v for v in shares], "kept share of the pool (%)",
+                "kept share per subset (ties at a threshold are kept)"))),
+            *_histogram_sections(con, home, summary),
+            Section("Kept per drop", text="pool rows of each drop and how many each subset keeps",
+                    rows=kept_drop),
+        ]
+        sheet_list = collect.subset_sheets(con, home, summary, per_sheet)
+        if deciles:
+            sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet)
+    finally:
+        con.close()
+    return write_report(home, "curated_subsets", key, "curated_subsets", f"report {key}, {len(drops)} drops",
+                        sections, sheet_list, "Contact sheets", state={"summary": summary, "drops": drops})
+
+
+def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet: int = collect.PER_SHEET
+                ) -> Report:
+    """The report of one drop's materialization of ``asset``: a sample sheet of the drop and, once its kl_stats
+    exist, the image/caption KL histograms and decile sheets of that drop."""
+    key = run_key(run_id, drop)
+    con = select.connect()
+    try:
+        sheet_list = collect.drop_sheets(con, home, [drop], per_sheet)
+        sections = []
+        if drop in drops_with("kl_stats", home):
+            for column in collect.KL_COLUMNS:
+                hist = select.histogram(con, home, column, drops=[drop])
+                sections.append(Section(f"{column} histogram", plot=png_bytes(threshold_histogram(
+                    hist, [], title=f"{column} over drop {drop}"))))
+            sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet, drops=[drop])
+    finally:
+        con.close()
+    return write_report(home, asset, key, f"{asset}: drop {drop}", f"report {key}", sections, sheet_list,
+                        "Contact sheets")

@@ -1,0 +1,139 @@
+"""Which rows go on a contact sheet, and the numbers behind the plots: DuckDB queries over the warehouse Parquet.
+
+Every query lives in ``sql/queries/report_*.sql`` with bound parameters (the score column included, through
+``COLUMNS([$column])``), and every order is total (ties broken by uid), so the same warehouse gives the same
+sheets. Rows come back as dicts with uid, drop, keep, score, caption, tar_path, offset, size, image_format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import duckdb
+import numpy as np
+
+from clip_assets.defs.curate.filters import SCORE_COLUMNS
+from clip_assets.io.catalog import load_sql
+from clip_assets.io.exports import decisions_path, subsets_dir
+from clip_assets.io.tables import drops_with
+from clip_assets.io.warehouse import partition_dir
+from clip_assets.report.plots import Histogram
+
+SUBSET_SIDES = ("kept_top", "kept_near", "dropped_near", "dropped_bottom")
+SAMPLE_SIDES = {"kept_sample": True, "dropped_sample": False}
+MAX_PER_SHEET = 200
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection (reads Parquet only; never the catalog file, so no lock)."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    # Parquet min/max statistics leave NaN out (pyarrow writes min 1, max 4 for [NaN, 1, .., 4]); DuckDB's
+    # statistics propagation then folds isnan(x) to false and keeps NaN rows. Without it NaN is seen.
+    con.execute("SET disabled_optimizers = 'statistics_propagation'")
+    return con
+
+
+def files(asset: str, home: Path | None, drops: Sequence[str] | None = None) -> list[str]:
+    """Parquet files of ``asset`` for ``drops`` (default: every drop that has it), in drop then file order."""
+    have = drops_with(asset, home)
+    chosen = have if drops is None else [d for d in drops if d in have]
+    return [str(f) for d in chosen for f in sorted(partition_dir(asset, d, home).glob("*.parquet"))]
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PER_SHEET:
+        raise ValueError(f"images per sheet must be an integer in [1, {MAX_PER_SHEET}], got {n!r}")
+    return n
+
+
+def _score_asset(column: str) -> str:
+    if column not in SCORE_COLUMNS:
+        raise ValueError(f"unknown score column {column!r} (known: {', '.join(SCORE_COLUMNS)})")
+    return SCORE_COLUMNS[column]
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[dict]:
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def subset_rows(con, home: Path | None, subset: str, side: str, n: int, column: str | None = None) -> list[dict]:
+    """Rows of one sheet of ``subset``: ``side`` in :data:`SUBSET_SIDES` (needs the subset's score ``column``)
+    or in :data:`SAMPLE_SIDES` (kept/dropped rows by uid, for subsets without one column)."""
+    params = {"decisions": str(decisions_path(subset, subsets_dir(home))), "raw_files": files("raw_pairs", home),
+              "n": _check_n(n)}
+    if not Path(params["decisions"]).is_file():
+        raise FileNotFoundError(f"subset {subset!r} has no decisions file {params['decisions']}")
+    if side in SAMPLE_SIDES:
+        return _rows(con, load_sql("queries/report_sheet_sample"), {**params, "keep": SAMPLE_SIDES[side]})
+    if side not in SUBSET_SIDES:
+        raise ValueError(f"unknown sheet side {side!r} (known: {', '.join(SUBSET_SIDES + tuple(SAMPLE_SIDES))})")
+    if column is None:
+        raise ValueError(f"sheet side {side!r} of subset {subset!r} needs the subset's score column")
+    score_files = files(_score_asset(column), home)
+    return _rows(con, load_sql("queries/report_sheet_subset"),
+                 {**params, "score_files": score_files, "column": column, "side": side})
+
+
+def decile_rows(con, home: Path | None, column: str, n: int, drops: Sequence[str] | None = None
+                ) -> dict[int, list[dict]]:
+    """Per decile (1 = lowest values) of ``column`` over ``drops`` (default: all), ``n`` sample rows; each row
+    also carries the decile's value range (lo, hi) and size (rows_in_decile)."""
+    score_files = files(_score_asset(column), home, drops)
+    if not score_files:
+        return {}
+    rows = _rows(con, load_sql("queries/report_sheet_decile"), {
+        "score_files": score_files, "raw_files": files("raw_pairs", home, drops), "column": column,
+        "n": _check_n(n)})
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        out.setdefault(int(r["decile"]), []).append(r)
+    return out
+
+
+def drop_rows(con, home: Path | None, drop: str, n: int, column: str = "clip_score") -> list[dict]:
+    """``n`` sample rows (first by uid) of one drop's raw_pairs, with ``column`` when the drop is scored."""
+    raw = files("raw_pairs", home, [drop])
+    if not raw:
+        raise FileNotFoundError(f"drop {drop!r} has no raw_pairs files: ingest it first")
+    score_files = files(_score_asset(column), home, [drop])
+    if not score_files:
+        return _rows(con, load_sql("queries/report_sheet_drop"), {"raw_files": raw, "n": _check_n(n)})
+    return _rows(con, load_sql("queries/report_sheet_drop_scored"),
+                 {"raw_files": raw, "score_files": score_files, "column": column, "n": _check_n(n)})
+
+
+def histogram(con, home: Path | None, column: str, bins: int = 50, drops: Sequence[str] | None = None
+              ) -> Histogram | None:
+    """Histogram of ``column`` over one row per uid of ``drops`` (default: all); None when nothing is scored."""
+    score_files = files(_score_asset(column), home, drops)
+    if not score_files:
+        return None
+    rows = _rows(con, load_sql("queries/report_histogram"), {"files": score_files, "column": column, "bins": bins})
+    counts = np.zeros(bins, dtype=np.int64)
+    missing, lo, hi = 0, None, None
+    for r in rows:
+        if r["bin"] is None:
+            missing += int(r["n"])
+        else:
+            counts[int(r["bin"])] = int(r["n"])
+        lo, hi = (r["lo"], r["hi"]) if r["lo"] is not None else (lo, hi)
+    if lo is None:
+        edges = np.linspace(0.0, 1.0, bins + 1)
+    elif hi == lo:
+        edges = np.linspace(lo - 0.5, lo + 0.5, bins + 1)
+    else:
+        edges = np.linspace(lo, hi, bins + 1)
+    return Histogram(column, edges, counts, missing)
+
+
+def kept_per_drop(con, home: Path | None) -> list[dict]:
+    """One row per (drop, subset): pool rows of that drop and how many the subset keeps."""
+    root = subsets_dir(home)
+    decision_files = sorted(str(p) for p in root.glob("subset=*/*.parquet")) if root.is_dir() else []
+    if not decision_files:
+        return []
+    return _rows(con, load_sql("queries/report_kept_per_drop"), {"files": decision_files})
