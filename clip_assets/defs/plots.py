@@ -1,53 +1,35 @@
-"""Small helpers that turn matplotlib figures and tables into Dagster metadata."""
+"""Dagster metadata from the report helpers: figures and PNGs as inline Markdown images, tables as Markdown with
+the one formatting rule of clip_assets.report.format, and a written report as links plus its summary."""
 
 from __future__ import annotations
 
-import base64
-import io
-
 import dagster as dg
 
+from clip_assets.report.build import Report
+from clip_assets.report.format import markdown_rows
+from clip_assets.report.plots import data_uri, png_bytes, pyplot
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (assets run without a display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["pyplot", "figure_metadata", "png_metadata", "markdown_table", "report_metadata"]
 
 
 def figure_metadata(fig) -> dg.MetadataValue:
-    """A matplotlib figure as an inline PNG (Markdown image) that the Dagster UI renders."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return png_metadata(buf.getvalue())
+    """A matplotlib figure as an inline PNG (Markdown image) that the Dagster UI renders; the figure is closed."""
+    return png_metadata(png_bytes(fig))
 
 
 def png_metadata(png: bytes) -> dg.MetadataValue:
-    data = base64.b64encode(png).decode("ascii")
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{data})")
+    return dg.MetadataValue.md(f"![plot]({data_uri(png)})")
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None, max_rows: int = 20) -> dg.MetadataValue:
-    """A list of dicts as a Markdown table (cells escaped, long text cut)."""
-    if not rows:
-        return dg.MetadataValue.md("_(no rows)_")
-    columns = columns or list(rows[0].keys())
+    """A list of dicts as a Markdown table: numbers rounded, ``-`` for missing values, cells escaped, long text
+    cut (clip_assets.report.format)."""
+    return dg.MetadataValue.md(markdown_rows(rows, columns, max_rows=max_rows))
 
-    def cell(v) -> str:
-        if isinstance(v, float):
-            s = f"{v:.4g}"
-        else:
-            s = str(v)
-        s = s.replace("|", "\\|").replace("\n", " ")
-        return s if len(s) <= 80 else s[:77] + "..."
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows[:max_rows]:
-        lines.append("| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
+def report_metadata(report: Report) -> dict[str, dg.MetadataValue]:
+    """Metadata entries of a written report: ``report`` (path of index.html), ``report_url`` (file:// link a
+    browser opens) and ``summary`` (its Markdown, plots inline)."""
+    return {"report": dg.MetadataValue.path(str(report.index)),
+            "report_url": dg.MetadataValue.url(report.index.resolve().as_uri()),
+            "summary": dg.MetadataValue.md(report.markdown)}

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 from clip_assets.config import data_home
-from clip_assets.defs.curate.filters import pool_files
 from clip_assets.io.commit import stage_dir
 from clip_assets.io.exports import read_summary
 from clip_assets.io.tables import drops_with
@@ -119,7 +118,7 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
     if table is None or not table.num_rows:
         raise ValueError("curated_subsets has no subset summary yet: materialize it before its report")
     summary = table.to_pylist()
-    drops, _ = pool_files(home)
+    drops = sorted(set(drops_with("pair_scores", home)) & set(drops_with("kl_stats", home)))
     key = run_key(run_id)
     prev = previous_state(home, "curated_subsets", key)
     change = since_last(prev and prev["summary"], summary, prev and prev["drops"], drops)

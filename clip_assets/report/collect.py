@@ -36,7 +36,9 @@ def subset_sheets(con, home: Path | None, summary: Sequence[dict], n: int = PER_
     for s in summary:
         column = s.get("column")
         head = (f"{s['subset']}: {s['rule']}, keeps {fmt(s['kept'])} of {fmt(s['pool'])} "
-                f"({pct(s['kept'] / s['pool'] if s['pool'] else None)})")
+                f"({pct(s['kept'] / s['pool'] if s['pool'] else None)}"
+                + (f"; k = {fmt(s['k'])}, ties at the threshold kept" if s.get("k") is not None
+                   and s["kept"] > s["k"] else "") + ")")
         for side in subset_sides(s["kind"]):
             rows = select.subset_rows(con, home, s["subset"], side, n, column)
             desc = SIDE_TEXT[side].format(c=column, t=fmt(s.get("threshold")))

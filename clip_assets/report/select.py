@@ -12,14 +12,15 @@ from typing import Sequence
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 
-from clip_assets.defs.curate.filters import SCORE_COLUMNS
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
 from clip_assets.io.warehouse import partition_dir
 from clip_assets.report.plots import Histogram
 
+SCORE_ASSETS = ("pair_scores", "kl_stats")
 SUBSET_SIDES = ("kept_top", "kept_near", "dropped_near", "dropped_bottom")
 SAMPLE_SIDES = {"kept_sample": True, "dropped_sample": False}
 MAX_PER_SHEET = 200
@@ -48,10 +49,17 @@ def _check_n(n: int) -> int:
     return n
 
 
-def _score_asset(column: str) -> str:
-    if column not in SCORE_COLUMNS:
-        raise ValueError(f"unknown score column {column!r} (known: {', '.join(SCORE_COLUMNS)})")
-    return SCORE_COLUMNS[column]
+def score_asset(home: Path | None, column: str) -> str:
+    """The score asset (pair_scores or kl_stats) whose Parquet files have ``column``."""
+    known = []
+    for asset in SCORE_ASSETS:
+        fs = files(asset, home)
+        names = pq.read_schema(fs[0]).names if fs else []
+        if column in names:
+            return asset
+        known += [n for n in names if n not in ("uid", "drop", "model_id", "reference_id")]
+    raise ValueError(f"unknown score column {column!r} (columns of {' and '.join(SCORE_ASSETS)}: "
+                     f"{', '.join(known) or 'none, nothing is scored yet'})")
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[dict]:
@@ -73,7 +81,7 @@ def subset_rows(con, home: Path | None, subset: str, side: str, n: int, column: 
         raise ValueError(f"unknown sheet side {side!r} (known: {', '.join(SUBSET_SIDES + tuple(SAMPLE_SIDES))})")
     if column is None:
         raise ValueError(f"sheet side {side!r} of subset {subset!r} needs the subset's score column")
-    score_files = files(_score_asset(column), home)
+    score_files = files(score_asset(home, column), home)
     return _rows(con, load_sql("queries/report_sheet_subset"),
                  {**params, "score_files": score_files, "column": column, "side": side})
 
@@ -82,7 +90,7 @@ def decile_rows(con, home: Path | None, column: str, n: int, drops: Sequence[str
                 ) -> dict[int, list[dict]]:
     """Per decile (1 = lowest values) of ``column`` over ``drops`` (default: all), ``n`` sample rows; each row
     also carries the decile's value range (lo, hi) and size (rows_in_decile)."""
-    score_files = files(_score_asset(column), home, drops)
+    score_files = files(score_asset(home, column), home, drops)
     if not score_files:
         return {}
     rows = _rows(con, load_sql("queries/report_sheet_decile"), {
@@ -99,7 +107,8 @@ def drop_rows(con, home: Path | None, drop: str, n: int, column: str = "clip_sco
     raw = files("raw_pairs", home, [drop])
     if not raw:
         raise FileNotFoundError(f"drop {drop!r} has no raw_pairs files: ingest it first")
-    score_files = files(_score_asset(column), home, [drop])
+    scored = any(files(a, home) for a in SCORE_ASSETS)
+    score_files = files(score_asset(home, column), home, [drop]) if scored else []
     if not score_files:
         return _rows(con, load_sql("queries/report_sheet_drop"), {"raw_files": raw, "n": _check_n(n)})
     return _rows(con, load_sql("queries/report_sheet_drop_scored"),
@@ -109,7 +118,7 @@ def drop_rows(con, home: Path | None, drop: str, n: int, column: str = "clip_sco
 def histogram(con, home: Path | None, column: str, bins: int = 50, drops: Sequence[str] | None = None
               ) -> Histogram | None:
     """Histogram of ``column`` over one row per uid of ``drops`` (default: all); None when nothing is scored."""
-    score_files = files(_score_asset(column), home, drops)
+    score_files = files(score_asset(home, column), home, drops)
     if not score_files:
         return None
     rows = _rows(con, load_sql("queries/report_histogram"), {"files": score_files, "column": column, "bins": bins})

@@ -67,7 +67,7 @@ def font(px: int = FONT_PX) -> ImageFont.ImageFont:
 
 
 def thumbnail(row: dict, size: int = THUMB) -> tuple[Image.Image | None, str | None]:
-    """(RGB thumbnail at most ``size`` x ``size``, None) of a row's image, or (None, error)."""
+    """(RGB thumbnail fitting ``size`` x ``size``, None) of a row's image, or (None, error)."""
     if row.get("tar_path") is None:
         return None, "no raw_pairs row (no image pointer)"
     try:
@@ -76,6 +76,9 @@ def thumbnail(row: dict, size: int = THUMB) -> tuple[Image.Image | None, str | N
             im.draft("RGB", (size, size))  # JPEG: decode directly at a reduced scale
             out = im.convert("RGB")
         out.thumbnail((size, size))
+        scale = size / max(out.width, out.height)
+        if scale > 1:  # small images (e.g. 64 px) are enlarged to fill the tile, pixels kept sharp
+            out = out.resize((round(out.width * scale), round(out.height * scale)), Image.Resampling.NEAREST)
         return out, None
     except Exception as e:  # noqa: BLE001 - a bad image must not stop the sheet; the error is recorded
         return None, f"{type(e).__name__}: {e}"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from clip_assets.io.exports import decisions_path, read_summary, subsets_dir
@@ -161,3 +162,29 @@ def test_drop_report_has_sample_and_decile_sheets(world_home):
     m = json.loads((rep.folder / rep.sheets[0].json).read_text())
     assert m["uids"] == raw[:4] and all(x["score"] is not None or x["uid"] == raw[0] for x in m["samples"])
     assert rep.index.is_file() and rep.folder.parent.name == "kl_stats"
+
+
+def test_unreadable_images_are_marked_not_skipped(world_home):
+    for tar in (world_home / "landing" / "synth-s5-000").glob("*.tar"):
+        tar.write_bytes(b"")  # the pointers now point past the end of the file
+    rep = build.drop_report(world_home, "raw_pairs", "synth-s5-000", "run-bad", per_sheet=3)
+    f = rep.sheets[0]
+    m = json.loads((rep.folder / f.json).read_text())
+    assert f.count == 3 and f.unreadable == 3 and len(m["uids"]) == 3
+    assert all("expected" in x["error"] for x in m["samples"])
+    assert "(3 unreadable)" in rep.index.read_text()
+
+
+def test_unknown_column_and_bad_sizes_are_refused(world_home):
+    con = select.connect()
+    try:
+        with pytest.raises(ValueError, match="'text_kll'.*text_kl"):
+            select.histogram(con, world_home, "text_kll")
+        with pytest.raises(ValueError, match="images per sheet .* got 0"):
+            select.subset_rows(con, world_home, "kl_text", "kept_top", 0, "text_kl")
+        with pytest.raises(ValueError, match="unknown sheet side 'middle'"):
+            select.subset_rows(con, world_home, "kl_text", "middle", 3, "text_kl")
+        with pytest.raises(FileNotFoundError, match="'nope'"):
+            select.subset_rows(con, world_home, "nope", "kept_top", 3, "text_kl")
+    finally:
+        con.close()
