@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,6 +65,18 @@ def previous_state(home: Path | None, asset: str, before: str) -> dict | None:
     keys = sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file()) if root.is_dir() else []
     keys = [k for k in keys if k < before and not k.startswith(".")]
     return json.loads((root / keys[-1] / STATE_FILE).read_text()) if keys else None
+
+
+def prune(home: Path | None, asset: str, keep: int = 20) -> list[str]:
+    """Remove all but the newest ``keep`` report folders of ``asset``; returns the removed keys."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the newest report is never removed), got {keep!r}")
+    root = reports_dir(home, asset)
+    keys = sorted(p.name for p in root.iterdir() if p.is_dir() and KEY_RE.match(p.name)) if root.is_dir() else []
+    old = keys[:-keep]
+    for k in old:
+        shutil.rmtree(root / k)
+    return old
 
 
 def write_report(home: Path | None, asset: str, key: str, title: str, subtitle: str,
@@ -129,7 +142,7 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
                   else 0.0 for s in summary]
         sections = [
             Section("Since the last materialization", text=change.headline(), rows=arrow_rows(change)),
-            Section("Subsets", text=f"pool: {fmt(summary[0]['pool'])} pairs from {fmt(len(drops))} drops",
+            Section("Subsets", text=f"pool: {fmt(summary[0]['pool'])} pairs from {fmt(len(drops))} drop{'' if len(drops) == 1 else 's'}",
                     rows=_summary_rows(summary)),
             Section("Kept share per subset", plot=png_bytes(bar_chart(
                 [s["subset"] for s in summary], [100.0 * v for v in shares], "kept share of the pool (%)",
@@ -143,7 +156,7 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
             sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet)
     finally:
         con.close()
-    return write_report(home, "curated_subsets", key, "curated_subsets", f"report {key}, {len(drops)} drops",
+    return write_report(home, "curated_subsets", key, "curated_subsets", f"report {key}, {len(drops)} drop{'' if len(drops) == 1 else 's'}",
                         sections, sheet_list, "Contact sheets", state={"summary": summary, "drops": drops})
 
 

@@ -57,6 +57,17 @@ class Histogram:
     def rows(self) -> int:
         return int(self.counts.sum()) + int(self.missing)
 
+    @classmethod
+    def of(cls, column: str, values, bins: int = 50) -> "Histogram":
+        """Histogram of in-memory values (e.g. one drop's scores): NaN and +-inf counted as ``missing``."""
+        x = np.asarray(values, dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            return cls(column, np.linspace(0.0, 1.0, bins + 1), np.zeros(bins, np.int64), int(x.size))
+        lo, hi = float(finite.min()), float(finite.max())
+        counts, edges = np.histogram(finite, bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, lo + 0.5))
+        return cls(column, edges, counts.astype(np.int64), int(x.size - finite.size))
+
 
 @dataclass(frozen=True)
 class ThresholdLine:

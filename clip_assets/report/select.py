@@ -132,8 +132,8 @@ def histogram(con, home: Path | None, column: str, bins: int = 50, drops: Sequen
         lo, hi = (r["lo"], r["hi"]) if r["lo"] is not None else (lo, hi)
     if lo is None:
         edges = np.linspace(0.0, 1.0, bins + 1)
-    elif hi == lo:
-        edges = np.linspace(lo - 0.5, lo + 0.5, bins + 1)
+    elif hi == lo:  # one distinct value: the query put every row in bin 0, which starts at it
+        edges = np.linspace(lo, lo + 1.0, bins + 1)
     else:
         edges = np.linspace(lo, hi, bins + 1)
     return Histogram(column, edges, counts, missing)

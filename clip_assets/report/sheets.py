@@ -140,7 +140,7 @@ def render(sheet: Sheet, columns: int = COLUMNS, thumb: int = THUMB) -> tuple[by
             draw.text((x0 + 5, y), wrap(line, f, TILE_W - 10, 1)[0], fill=(70, 70, 70), font=f)
             y += LINE_H
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG", compress_level=3)  # optimize=True took ~40x longer for ~5% smaller files
     return buf.getvalue(), errors
 
 

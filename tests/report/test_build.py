@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clip_assets.defs.plots import report_metadata
 from clip_assets.io.exports import decisions_path, read_summary, subsets_dir
 from clip_assets.report import build, collect, select
 from clip_assets.report.sheets import COLUMNS, THUMB, TILE_W
@@ -188,3 +189,16 @@ def test_unknown_column_and_bad_sizes_are_refused(world_home):
             select.subset_rows(con, world_home, "nope", "kept_top", 3, "text_kl")
     finally:
         con.close()
+
+
+def test_report_metadata_and_prune(world_home):
+    reps = [build.curated_subsets_report(world_home, f"run-{i}", per_sheet=1, deciles=False) for i in range(3)]
+    md = report_metadata(reps[-1])
+    assert md["report"].value == str(reps[-1].index) and md["report_url"].value.startswith("file://")
+    assert md["summary"].value == reps[-1].markdown
+    removed = build.prune(world_home, "curated_subsets", keep=2)
+    assert removed == [reps[0].folder.name] and not reps[0].folder.exists() and reps[2].index.is_file()
+    # the newest remaining report is what the next one compares with
+    assert build.previous_state(world_home, "curated_subsets", "~")["drops"] == ["synth-s5-000"]
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        build.prune(world_home, "curated_subsets", keep=0)
