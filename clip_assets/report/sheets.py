@@ -6,7 +6,8 @@ number of rows (the selection queries take ``n``); an unreadable image becomes a
 and its error goes into the sheet's JSON, so a sheet always shows every row it lists.
 
 Each sheet is written as ``<name>.png`` with ``<name>.json`` beside it: title, description, and the samples in
-grid order (row-major): uid, drop, keep, score, caption (and error, when the image could not be read).
+grid order (row-major): uid, drop, keep, score, caption, reason (why a subset dropped it; None on
+sheets without a subset), and error, when the image could not be read).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ LINE_H = 14
 CAPTION_LINES = 3
 HEADER_H = 44
 KEPT, DROPPED, NEUTRAL = (46, 160, 67), (214, 39, 40), (150, 150, 150)
-SAMPLE_KEYS = ("uid", "drop", "keep", "score", "caption")
+SAMPLE_KEYS = ("uid", "drop", "keep", "score", "caption", "reason")
 
 
 @dataclass

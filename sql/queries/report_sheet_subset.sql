@@ -1,5 +1,5 @@
 -- Rows of one contact sheet of a curated subset with a score column: its decisions ($decisions: uid, drop,
--- keep) joined on (uid, drop) with the filter's column ($column, bound, from $score_files) and with raw_pairs'
+-- keep, reason) joined on (uid, drop) with the filter's column ($column, bound, from $score_files) and with raw_pairs'
 -- caption and image pointer ($raw_files). NaN scores read as NULL. $side picks the rows and their order, ties
 -- broken by uid:
 --   kept_top       kept rows, highest score first
@@ -8,15 +8,15 @@
 --   dropped_bottom dropped rows, lowest score first (rows without a score last)
 -- $n: the number of rows on the sheet.
 WITH d AS (
-    SELECT uid, drop, keep FROM read_parquet($decisions, hive_partitioning = false)
+    SELECT uid, drop, keep, reason FROM read_parquet($decisions, hive_partitioning = false)
 ), s AS (
     SELECT uid, drop, CAST(COLUMNS([$column]) AS DOUBLE) AS v
     FROM read_parquet($score_files, union_by_name = true, hive_partitioning = false)
 ), j AS (
-    SELECT d.uid, d.drop, d.keep, CASE WHEN isnan(s.v) THEN NULL ELSE s.v END AS score
+    SELECT d.uid, d.drop, d.keep, d.reason, CASE WHEN isnan(s.v) THEN NULL ELSE s.v END AS score
     FROM d LEFT JOIN s USING (uid, drop)
 )
-SELECT j.uid, j.drop, j.keep, j.score, r.caption, r.tar_path, r."offset", r.size, r.image_format
+SELECT j.uid, j.drop, j.keep, j.reason, j.score, r.caption, r.tar_path, r."offset", r.size, r.image_format
 FROM j
 LEFT JOIN read_parquet($raw_files, union_by_name = true, hive_partitioning = false) AS r USING (uid, drop)
 WHERE CASE $side

@@ -16,6 +16,7 @@ from PIL import Image
 from clip_assets.defs.plots import report_metadata
 from clip_assets.io.exports import decisions_path, read_summary, subsets_dir
 from clip_assets.report import build, collect, select
+from clip_assets.report.format import fmt
 from clip_assets.report.sheets import COLUMNS, THUMB, TILE_W
 
 N = 6  # images per sheet
@@ -70,12 +71,16 @@ def test_subset_sheets_show_exactly_the_rows_they_claim(world_home):
         for x in m["samples"]:
             assert x["keep"] == truth[x["uid"]]["keep"]
             assert x["score"] == truth[x["uid"]]["score"]
+            assert (x["reason"] is None) == x["keep"]
+            assert x["keep"] or x["reason"].startswith(("kl_text:", "clip_min:"))
             if m["side"].startswith("kept"):
                 assert x["keep"] and (s["threshold"] is None or x["score"] >= s["threshold"])
             else:
                 assert not x["keep"]
                 if m["side"] == "dropped_near":
                     assert x["score"] < s["threshold"]
+        if m["side"] == "kept_near" and s["kind"] == "keep_fraction":
+            assert m["samples"][0]["score"] == s["threshold"]  # the k-th largest value is itself kept
         seen_sides.add((m["subset"], m["side"]))
         assert f.unreadable == 0 and len(m["uids"]) == min(N, len(set(m["uids"])))
     assert {("kl_text", s) for s in select.SUBSET_SIDES} <= seen_sides
@@ -143,9 +148,13 @@ def test_since_last_after_a_second_drop(world_home, add_drop):
     assert f"drops added: {second}" in rep2.markdown
     for name in before:
         b, a = before[name], after[name]
-        assert a["pool"] == b["pool"] * 2 - 0  # two disjoint drops of the same size
-        row = f"{b['kept']:,} -> {a['kept']:,}"
-        assert row in rep2.markdown, (name, row)
+        assert a["pool"] == b["pool"] * 2  # two disjoint drops of the same size
+        line = next(x for x in rep2.markdown.splitlines() if x.startswith(f"| {name} | "))  # since-last is first
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == ("same" if (a["kept"], a["threshold"]) == (b["kept"], b["threshold"]) else "changed")
+        assert cells[3] == f"{fmt(b['threshold'])} -> {fmt(a['threshold'])}", (name, cells)
+        assert cells[4:7] == [f"{b['kept']:,} -> {a['kept']:,}", f"{a['kept'] - b['kept']:+,}",
+                              f"{b['pool']:,} -> {a['pool']:,}"], (name, cells)
     # kept per drop: the table sums to the subset's kept count
     con = select.connect()
     per = select.kept_per_drop(con, world_home)
