@@ -8,7 +8,15 @@
 ``<key>`` is ``<UTC time to the microsecond>-<first 8 characters of the run id>`` (plus ``-<drop>`` for a
 per-drop report), so folder names sort by time. A folder is written through the commit layer as a whole.
 
-Entry points for assets: :func:`curated_subsets_report` (global) and :func:`drop_report` (per drop).
+Entry points for assets: :func:`curated_subsets_report` (global) and :func:`drop_report` (per drop). An asset
+calls one after its data is committed and adds the links and summary to its metadata::
+
+    from clip_assets.defs.plots import report_metadata
+    from clip_assets.report.build import curated_subsets_report, drop_report
+
+    rep = curated_subsets_report(home.path(), context.run_id)           # in curated_subsets
+    rep = drop_report(home.path(), "kl_stats", drop, context.run_id)    # in a per-drop asset
+    metadata.update(report_metadata(rep))  # report (path), report_url (file://), summary (Markdown, plots inline)
 """
 
 from __future__ import annotations

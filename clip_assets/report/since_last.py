@@ -28,7 +28,7 @@ class SinceLast:
 
     def headline(self) -> str:
         if self.first:
-            return "first materialization: nothing to compare with"
+            return "no earlier report of curated_subsets to compare with (first materialization with a report)"
         parts = [f"drops added: {', '.join(self.drops_added) or 'none'}"]
         if self.drops_removed:
             parts.append(f"drops gone: {', '.join(self.drops_removed)}")

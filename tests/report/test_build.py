@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -138,7 +139,7 @@ def test_html_references_existing_files_and_markdown_inlines_plots(world_home):
 def test_since_last_after_a_second_drop(world_home, add_drop):
     first_drop = read_summary(world_home)
     rep1 = build.curated_subsets_report(world_home, "run-a", per_sheet=2, deciles=False)
-    assert "first materialization" in rep1.markdown
+    assert "no earlier report" in rep1.markdown
     before = {s["subset"]: s for s in first_drop.to_pylist()}
     second = add_drop(world_home, 1)
     after = {s["subset"]: s for s in read_summary(world_home).to_pylist()}
@@ -211,3 +212,17 @@ def test_report_metadata_and_prune(world_home):
     assert build.previous_state(world_home, "curated_subsets", "~")["drops"] == ["synth-s5-000"]
     with pytest.raises(ValueError, match="keep must be >= 1"):
         build.prune(world_home, "curated_subsets", keep=0)
+
+
+def test_the_three_line_wiring_materializes_in_dagster(world_home):
+    @dg.asset(name="curated_subsets_report_probe")
+    def probe(context):
+        rep = build.curated_subsets_report(world_home, context.run_id, per_sheet=2, deciles=False)
+        return dg.MaterializeResult(metadata=report_metadata(rep))
+
+    result = dg.materialize([probe], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("curated_subsets_report_probe")
+    index = Path(mat.metadata["report"].value)
+    assert index.is_file() and index.parent.name.endswith(result.run_id[:8])
+    assert mat.metadata["summary"].value.startswith("### curated_subsets")

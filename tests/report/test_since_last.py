@@ -33,7 +33,7 @@ def test_every_kind_of_change():
 def test_first_materialization_and_removed_drop():
     r = since_last(None, [_row("a", "every row", None, 5)], None, ["d0"])
     assert r.first and r.drops_added == ["d0"] and r.rows[0]["change"] == "new"
-    assert "first materialization" in r.headline()
+    assert "no earlier report" in r.headline()
     r2 = since_last([_row("a", "every row", None, 5)], [_row("a", "every row", None, 3)], ["d0", "d1"], ["d1"])
     assert r2.drops_removed == ["d0"] and r2.rows[0]["kept_change"] == -2 and "drops gone: d0" in r2.headline()
 
