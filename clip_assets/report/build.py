@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from clip_assets.config import data_home
-from clip_assets.io.commit import stage_dir
+from clip_assets.io.commit import stage_dir, write_text
 from clip_assets.io.exports import read_summary
 from clip_assets.io.tables import drops_with
 from clip_assets.report import collect, select, sheets
@@ -84,27 +84,42 @@ def prune(home: Path | None, asset: str, keep: int = 20) -> list[str]:
     old = keys[:-keep]
     for k in old:
         shutil.rmtree(root / k)
+    if old:
+        write_index(home, asset)
     return old
 
 
-def write_report(home: Path | None, asset: str, key: str, title: str, subtitle: str,
-                 sections: Sequence[Section], sheet_list: Sequence[sheets.Sheet], sheets_section: str,
-                 state: dict | None = None) -> Report:
-    """Render sheets, write plots, sheets, index.html (and state.json) as one folder; returns the Report."""
+def write_report(home: Path | None, asset: str, key: str, title: str, sections: Sequence[Section],
+                 sheet_list: Sequence[sheets.Sheet] = (), subtitle: str = "", state: dict | None = None) -> Report:
+    """Write one report folder (``key`` from :func:`run_key`): sheets rendered (PNG + JSON), plots, index.html
+    and state.json when given, as one commit; then refresh the asset's list of reports. Any asset can call it
+    with its own sections."""
     folder = reports_dir(home, asset) / key
     sections = list(sections)
     with stage_dir(folder) as st:
         files = [sheets.write(st, s) for s in sheet_list]
-        sections.append(Section(sheets_section, text=f"{len(files)} sheets; green border = kept, red = dropped, "
-                                "grey = no subset; click a sheet for full size.", sheets=files))
+        if files:
+            sections.append(Section("Contact sheets", text=f"{len(files)} sheets; green border = kept, red = "
+                                    "dropped, grey = no subset; click a sheet for full size.", sheets=files))
         for s in sections:
             if s.plot is not None:
                 st.write_bytes(s.plot_path, s.plot)
-        st.write_bytes("index.html", html_page(title, subtitle, sections).encode("utf-8"))
+        st.write_bytes("index.html", html_page(title, subtitle or f"report {key}", sections).encode("utf-8"))
         if state is not None:
             st.write_json(STATE_FILE, state)
+    write_index(home, asset)
     index = folder / "index.html"
     return Report(folder, index, markdown_summary(title, sections, str(index)), files)
+
+
+def write_index(home: Path | None, asset: str) -> Path:
+    """``<home>/reports/<asset>/index.html``: every report folder of the asset, newest first, linked."""
+    root = reports_dir(home, asset)
+    keys = sorted((p.name for p in root.iterdir() if (p / "index.html").is_file() and KEY_RE.match(p.name)),
+                  reverse=True)
+    section = Section("Reports", text=f"{len(keys)} reports, newest first",
+                      rows=[{"report": k} for k in keys], links={"report": "{}/index.html"})
+    return write_text(root / "index.html", html_page(f"{asset}: reports", "", [section]))
 
 
 def _summary_rows(summary: Sequence[dict]) -> list[dict]:
@@ -164,8 +179,9 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
             sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet)
     finally:
         con.close()
-    return write_report(home, "curated_subsets", key, "curated_subsets", f"report {key}, {len(drops)} drop{'' if len(drops) == 1 else 's'}",
-                        sections, sheet_list, "Contact sheets", state={"summary": summary, "drops": drops})
+    subtitle = f"report {key}, {len(drops)} drop{'' if len(drops) == 1 else 's'}"
+    return write_report(home, "curated_subsets", key, "curated_subsets", sections, sheet_list, subtitle,
+                        state={"summary": summary, "drops": drops})
 
 
 def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet: int = collect.PER_SHEET
@@ -185,5 +201,4 @@ def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet
             sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet, drops=[drop])
     finally:
         con.close()
-    return write_report(home, asset, key, f"{asset}: drop {drop}", f"report {key}", sections, sheet_list,
-                        "Contact sheets")
+    return write_report(home, asset, key, f"{asset}: drop {drop}", sections, sheet_list)

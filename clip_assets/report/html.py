@@ -32,6 +32,7 @@ class Section:
     plot: bytes | None = None
     sheets: list[SheetFile] = field(default_factory=list)
     in_markdown: bool = True
+    links: dict[str, str] = field(default_factory=dict)  # column -> href pattern, "{}" = the cell's raw value
 
     @property
     def slug(self) -> str:
@@ -58,7 +59,7 @@ img.sheet { max-width: 100%; border: 1px solid #ddd; } nav a { margin-right: 1em
 {% if s.text %}<p>{{ s.text }}</p>{% endif %}
 {% if s.plot %}<figure><img src="{{ s.plot_path }}" alt="{{ s.title }}"></figure>{% endif %}
 {% if s.table %}<table><tr>{% for c in s.table[0] %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for r in s.table[1] %}<tr>{% for v in r %}<td{% if v[1] %} class="num"{% endif %}>{{ v[0] }}</td>{% endfor %}</tr>
+{% for r in s.table[1] %}<tr>{% for v in r %}<td{% if v[1] %} class="num"{% endif %}>{% if v[2] %}<a href="{{ v[2] }}">{{ v[0] }}</a>{% else %}{{ v[0] }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>{% elif s.rows is not none %}<p><em>(no rows)</em></p>{% endif %}
 {% for g, sheets in s.groups %}{% if g %}<h3>{{ g }}</h3>{% endif %}{% for f in sheets %}
 <figure><a href="{{ f.png }}"><img class="sheet" src="{{ f.png }}" alt="{{ f.title }}" loading="lazy"></a>
@@ -85,7 +86,8 @@ def html_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
         table = None
         if s.rows:
             cols, cells = table_cells(s.rows, s.columns)
-            table = (cols, [[(v, bool(_NUM.match(v))) for v in r] for r in cells])
+            hrefs = [[s.links[c].format(row.get(c)) if c in s.links else None for c in cols] for row in s.rows]
+            table = (cols, [[(v, bool(_NUM.match(v)), h) for v, h in zip(r, hr)] for r, hr in zip(cells, hrefs)])
         views.append({"title": s.title, "slug": s.slug, "text": s.text, "plot": s.plot is not None,
                       "plot_path": s.plot_path, "table": table, "rows": s.rows, "groups": _groups(s.sheets)})
     return _PAGE.render(title=title, subtitle=subtitle, sections=views)

@@ -134,6 +134,9 @@ def test_html_references_existing_files_and_markdown_inlines_plots(world_home):
     assert "plots/text-kl-histogram.png" in refs and "nan" not in html.lower().replace("nanosec", "")
     assert "data:image/png;base64," in rep.markdown and str(rep.index) in rep.markdown
     assert (rep.folder / build.STATE_FILE).is_file()
+    listing = rep.folder.parent / "index.html"
+    links = re.findall(r'href="([^"#]+)"', listing.read_text())
+    assert f"{rep.folder.name}/index.html" in links and all((listing.parent / h).is_file() for h in links)
 
 
 def test_since_last_after_a_second_drop(world_home, add_drop):
@@ -208,6 +211,8 @@ def test_report_metadata_and_prune(world_home):
     assert md["summary"].value == reps[-1].markdown
     removed = build.prune(world_home, "curated_subsets", keep=2)
     assert removed == [reps[0].folder.name] and not reps[0].folder.exists() and reps[2].index.is_file()
+    listing = (reps[0].folder.parent / "index.html").read_text()
+    assert reps[0].folder.name not in listing and listing.index(reps[2].folder.name) < listing.index(reps[1].folder.name)
     # the newest remaining report is what the next one compares with
     assert build.previous_state(world_home, "curated_subsets", "~")["drops"] == ["synth-s5-000"]
     with pytest.raises(ValueError, match="keep must be >= 1"):
