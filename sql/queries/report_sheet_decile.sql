@@ -14,10 +14,10 @@ WITH v AS (
            count(*) OVER (PARTITION BY decile) AS rows_in_decile,
            row_number() OVER (PARTITION BY decile ORDER BY uid) AS rn
     FROM q
+    QUALIFY rn <= $n
 )
 SELECT b.decile, b.lo, b.hi, b.rows_in_decile, b.uid, b.drop, CAST(NULL AS BOOLEAN) AS keep, b.score,
        r.caption, r.tar_path, r."offset", r.size, r.image_format
 FROM b
 LEFT JOIN read_parquet($raw_files, union_by_name = true, hive_partitioning = false) AS r USING (uid, drop)
-WHERE b.rn <= $n
 ORDER BY b.decile, b.rn

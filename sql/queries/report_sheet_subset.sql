@@ -6,7 +6,7 @@
 --   kept_near      kept rows, lowest score first (just above the threshold)
 --   dropped_near   dropped rows with a score, highest first (just below the threshold)
 --   dropped_bottom dropped rows, lowest score first (rows without a score last)
--- $n: the number of rows on the sheet.
+-- $n: the number of rows on the sheet (picked before raw_pairs is joined, so only they are looked up).
 WITH d AS (
     SELECT uid, drop, keep, reason FROM read_parquet($decisions, hive_partitioning = false)
 ), s AS (
@@ -15,15 +15,19 @@ WITH d AS (
 ), j AS (
     SELECT d.uid, d.drop, d.keep, d.reason, CASE WHEN isnan(s.v) THEN NULL ELSE s.v END AS score
     FROM d LEFT JOIN s USING (uid, drop)
+), pick AS (  -- a top-n (ORDER BY .. LIMIT), not a full sort
+    SELECT *, CASE WHEN $side IN ('kept_top', 'dropped_near') THEN -score ELSE score END AS sort_key
+    FROM j
+    WHERE CASE $side
+              WHEN 'kept_top'       THEN keep
+              WHEN 'kept_near'      THEN keep
+              WHEN 'dropped_near'   THEN NOT keep AND score IS NOT NULL
+              WHEN 'dropped_bottom' THEN NOT keep
+          END
+    ORDER BY sort_key ASC NULLS LAST, uid
+    LIMIT $n
 )
-SELECT j.uid, j.drop, j.keep, j.reason, j.score, r.caption, r.tar_path, r."offset", r.size, r.image_format
-FROM j
+SELECT p.uid, p.drop, p.keep, p.reason, p.score, r.caption, r.tar_path, r."offset", r.size, r.image_format
+FROM pick AS p
 LEFT JOIN read_parquet($raw_files, union_by_name = true, hive_partitioning = false) AS r USING (uid, drop)
-WHERE CASE $side
-          WHEN 'kept_top'       THEN j.keep
-          WHEN 'kept_near'      THEN j.keep
-          WHEN 'dropped_near'   THEN NOT j.keep AND j.score IS NOT NULL
-          WHEN 'dropped_bottom' THEN NOT j.keep
-      END
-ORDER BY CASE WHEN $side IN ('kept_top', 'dropped_near') THEN -j.score ELSE j.score END ASC NULLS LAST, j.uid
-LIMIT $n
+ORDER BY p.sort_key ASC NULLS LAST, p.uid

@@ -174,7 +174,9 @@ def test_drop_report_has_sample_and_decile_sheets(world_home):
     assert names[0] == "drop-synth-s5-000" and sum(n.startswith("decile-") for n in names) == 20
     raw = sorted(r["uid"] for r in _read(world_home, "raw_pairs", ["uid"]))
     m = json.loads((rep.folder / rep.sheets[0].json).read_text())
-    assert m["uids"] == raw[:4] and all(x["score"] is not None or x["uid"] == raw[0] for x in m["samples"])
+    clip = {r["uid"]: None if math.isnan(r["clip_score"]) else r["clip_score"]
+            for r in _read(world_home, "pair_scores", ["uid", "clip_score"])}
+    assert m["uids"] == raw[:4] and [x["score"] for x in m["samples"]] == [clip[u] for u in raw[:4]]
     assert rep.index.is_file() and rep.folder.parent.name == "kl_stats"
 
 
