@@ -47,9 +47,8 @@ FORMATS = ("npy", "parquet", "webdataset")
 UID_DTYPE = np.dtype("u8,u8")  # DataComp's subset dtype: fields f0 (high 64 bits), f1 (low 64 bits)
 
 # img2dataset's sidecar columns, then ours (uid and where the sample came from).
-EXPORT_SIDECAR_SCHEMA = SIDECAR_SCHEMA.append(pa.field("uid", pa.string()))
-for _name in ("source_drop", "source_shard", "source_key"):
-    EXPORT_SIDECAR_SCHEMA = EXPORT_SIDECAR_SCHEMA.append(pa.field(_name, pa.string()))
+EXPORT_SIDECAR_SCHEMA = pa.schema(
+    list(SIDECAR_SCHEMA) + [pa.field(n, pa.string()) for n in ("uid", "source_drop", "source_shard", "source_key")])
 STALE_AFTER_S = 6 * 3600  # export scratch younger than this may belong to a run in flight
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import struct
-import tarfile
 import time
 import zlib
 

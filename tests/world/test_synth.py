@@ -17,7 +17,6 @@ from PIL import Image
 from clip_assets.io import commit
 from clip_assets.io.uid import compute_uid
 from clip_assets.world import World, truth_schema, write_drops
-from clip_assets.world import synth
 
 PAIRS, SHARD, SEED = 23, 10, 7  # shards of 10, 10, 3
 IMG2DATASET_COLUMNS = [
