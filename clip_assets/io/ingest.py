@@ -19,7 +19,8 @@ Rejection reasons (column ``reason``; ``detail`` says more):
 ``caption_too_long``          the caption has more characters than the cap
 ``bad_json``                  the {key}.json is not a UTF-8 JSON object of valid text
 ``member_name_not_utf8``      a member name of the sample is not UTF-8
-``bad_uid`` / ``uid_mismatch``  the carried uid is not 32 hex chars / json and sidecar disagree
+``bad_uid``                   the carried uid (json or sidecar) is not 32 hex characters
+``uid_mismatch``              the json and the sidecar carry different uids
 ``truncated_tar``             the tar ends (or breaks) inside this sample, or before a sample the sidecar lists
 ``duplicate_uid``             the same (image, caption), or the same carried uid, already appeared in this drop
 ``duplicate_member``          the key holds two image members (the sample is ambiguous)
