@@ -274,6 +274,17 @@ def recover_dir(final_dir: str | os.PathLike) -> bool:
     return False
 
 
+def recover_folder(folder: str | os.PathLike) -> int:
+    """Non-destructive recovery of the folders directly in ``folder`` (for readers): roll forward its commit
+    journals, then restore every folder a crashed swap left only in trash. Returns how many were restored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    recover_journals(folder)
+    names = {p.name[len(TRASH_PREFIX):].rsplit("-", 1)[0] for p in folder.glob(f"{TRASH_PREFIX}*") if p.is_dir()}
+    return sum(recover_dir(folder / n) for n in sorted(names))
+
+
 def clean_stale(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
     """Remove leftovers of killed runs below ``folder``; first roll forward commit journals and restore any folder
     a crashed swap left in trash.

@@ -145,3 +145,25 @@ def test_clean_stale_spares_young_scratch_and_removes_old(tmp_path):
         os.utime(p, (past, past))
     assert clean_stale(root, older_than_s=3600) == 2
     assert sorted(p.name for p in root.iterdir()) == [young_stage.name]
+
+
+def test_readers_restore_a_partition_a_crashed_swap_left_in_trash(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from clip_assets.io.tables import drops_with, read_partition
+    from clip_assets.io.warehouse import partition_dir
+
+    home = tmp_path / "home"
+    final = partition_dir("raw_pairs", "d", home)
+    with stage_dir(final) as st:
+        st.write_table("part-00000.parquet", pa.table({"uid": ["a"]}))
+    for read_first in (drops_with, read_partition):
+        _crash_on_replace(monkeypatch, 1)
+        with pytest.raises(Crash):
+            with stage_dir(final) as st:
+                st.write_table("part-00000.parquet", pa.table({"uid": ["b"]}))
+        monkeypatch.undo()
+        assert not final.exists()
+        if read_first is drops_with:
+            assert drops_with("raw_pairs", home) == ["d"]  # not skipped
+        assert read_partition("raw_pairs", "d", home)["uid"].to_pylist() == ["a"]  # read whole: the old state
