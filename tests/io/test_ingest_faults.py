@@ -111,6 +111,20 @@ def test_pixel_cap_is_read_from_the_header_and_each_image_is_decoded_once(home, 
     assert loads == [(32, 32)] * res.kept and res.kept == 3  # every kept image decoded exactly once
 
 
+def test_animated_webp_and_tiff_are_unsupported_formats(home):
+    buf = io.BytesIO()
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:])
+    tif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tif, format="TIFF")
+    samples = [{"key": "000000000", "image": buf.getvalue(), "ext": "webp", "caption": "animated"},
+               {"key": "000000001", "image": tif.getvalue(), "ext": "png", "caption": "tiff in a .png"}]
+    res = ingest_drop(build_drop(home / "landing" / "d", [samples]), home=home)
+    _, rej = _tables(home, "d")
+    assert _reasons(rej) == {"000000000": "unsupported_image_format", "000000001": "unsupported_image_format"}
+    assert "animated webp" in rej[0]["detail"] and res.balanced
+
+
 def test_sixteen_bit_png_keeps_its_grey_levels():
     arr = np.full((8, 8), 32768, dtype=np.uint16)
     buf = io.BytesIO()
