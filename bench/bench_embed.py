@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clip_assets.models.data import index_shard  # noqa: E402
+from clip_assets.io.drops import index_shard  # noqa: E402
 from clip_assets.models.embed import TensorPreprocess, embed_drop  # noqa: E402
 from clip_assets.models.loading import ModelSpec, load_model  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -12,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+
+from clip_assets.io.drops import SIDECAR_SCHEMA
 
 
 @pytest.fixture
@@ -31,51 +34,61 @@ def jpeg_bytes(seed: int, size: int = 32) -> bytes:
     return buf.getvalue()
 
 
-SIDECAR_COLUMNS = ["caption", "url", "key", "status", "error_message", "width", "height",
-                   "original_width", "original_height", "exif", "sha256"]
+def _members(s: dict) -> list[tuple[str, bytes]]:
+    """The tar members of one sample dict (see build_drop)."""
+    if "members" in s:
+        return list(s["members"])
+    key, img, cap = s["key"], s.get("image"), s.get("caption")
+    members = []
+    if img is not None:
+        members.append((f"{key}.{s.get('ext', 'jpg')}", img))
+    if cap is not None:
+        members.append((f"{key}.txt", cap if isinstance(cap, bytes) else cap.encode()))
+    meta = {"key": key, "status": s.get("status", "success")} | ({"uid": s["uid"]} if "uid" in s else {})
+    members.append((f"{key}.json", s["json"] if "json" in s else json.dumps(meta | s.get("meta", {})).encode()))
+    return members
 
 
-def build_drop(drop_dir: Path, shards: list[list[dict]], stats: bool = True) -> Path:
+def _sidecar_row(s: dict) -> dict:
+    key, img, cap, status = s["key"], s.get("image"), s.get("caption"), s.get("status", "success")
+    row = {
+        "caption": cap if isinstance(cap, str) else None, "url": f"https://example.invalid/{key}",
+        "key": key, "status": status, "error_message": None if status == "success" else "HTTP 404",
+        "width": 32, "height": 32, "original_width": 32, "original_height": 32, "exif": None,
+        "sha256": hashlib.sha256(img).hexdigest() if img else None,
+    }
+    if "uid" in s:
+        row["uid"] = s["uid"]
+    return row | s.get("sidecar", {})
+
+
+def build_drop(drop_dir: Path, shards: list[list[dict]], stats: bool = True, sidecar: bool = True) -> Path:
     """Write a drop in img2dataset's webdataset layout from explicit sample dicts.
 
     Each sample dict: key, and any of image (bytes or None to omit), ext ("jpg"), caption (str, bytes, or None to
-    omit the .txt), status (sidecar status, default "success"), in_tar (default True), in_sidecar (default True).
+    omit the .txt), status (sidecar status, default "success"), in_tar (default True), in_sidecar (default True),
+    uid (a DataComp uid, written to the json and the sidecar), meta (extra json fields), json (the raw .json
+    bytes), members (explicit (name, bytes) tar members instead of the above), sidecar (fields overriding the
+    sidecar row). Sidecars use io.drops.SIDECAR_SCHEMA (plus a uid column when a sample has one).
     """
-    import hashlib
-
     drop_dir.mkdir(parents=True, exist_ok=True)
     for si, samples in enumerate(shards):
         sid = f"{si:05d}"
         rows = []
         with tarfile.open(drop_dir / f"{sid}.tar", "w") as tf:
             for s in samples:
-                key = s["key"]
-                img = s.get("image")
-                cap = s.get("caption")
-                status = s.get("status", "success")
-                if s.get("in_tar", True) and status == "success":
-                    members = []
-                    if img is not None:
-                        members.append((f"{key}.{s.get('ext', 'jpg')}", img))
-                    if cap is not None:
-                        members.append((f"{key}.txt", cap if isinstance(cap, bytes) else cap.encode()))
-                    members.append((f"{key}.json", json.dumps({"key": key, "status": status}).encode()))
-                    for name, data in members:
+                if s.get("in_tar", True) and s.get("status", "success") == "success":
+                    for name, data in _members(s):
                         ti = tarfile.TarInfo(name)
                         ti.size = len(data)
                         tf.addfile(ti, io.BytesIO(data))
                 if s.get("in_sidecar", True):
-                    rows.append({
-                        "caption": cap if isinstance(cap, str) else None, "url": f"https://example.invalid/{key}",
-                        "key": key, "status": status, "error_message": None if status == "success" else "HTTP 404",
-                        "width": 32, "height": 32, "original_width": 32, "original_height": 32, "exif": None,
-                        "sha256": hashlib.sha256(img).hexdigest() if img else None,
-                    })
-        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([
-            ("caption", pa.string()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
-            ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-            ("original_width", pa.int64()), ("original_height", pa.int64()), ("exif", pa.string()),
-            ("sha256", pa.string())])), drop_dir / f"{sid}.parquet")
+                    rows.append(_sidecar_row(s))
+        schema = SIDECAR_SCHEMA
+        if any("uid" in r for r in rows):
+            schema = schema.append(pa.field("uid", pa.string()))
+        if sidecar:
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), drop_dir / f"{sid}.parquet")
         if stats:
             (drop_dir / f"{sid}_stats.json").write_text(json.dumps({"count": len(samples)}))
     return drop_dir

@@ -17,8 +17,14 @@ Interface (small on purpose, so that an object-store backend can implement the s
 
 Replacing a folder takes two renames (old -> trash, staging -> final). A crash between them leaves the final
 name absent and the previous contents under ``.trash-<name>-*``; :func:`recover_dir` (called by every
-:func:`stage_dir` and by readers through :func:`clean_stale`) puts the newest trash back, so a partition never
-vanishes.
+:func:`stage_dir` and by :func:`clean_stale`) puts the newest trash back, so a partition never vanishes.
+
+Several folders that must change together (a drop's raw_pairs and rejected_pairs) use :func:`stage_dirs`: each
+is built in staging, then a journal naming every (final, staging, trash) is published in each final folder's
+parent (``.journal-*.json``; the first copy published is the commit point), then the renames run, then the
+journals and trash are removed. :func:`recover_journals` (run by :func:`recover_dir`, hence by every
+:func:`stage_dir` and :func:`clean_stale` there) rolls any journal it finds forward, so after a crash at any step
+and a recovery the folders are all old (no journal was published) or all new.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ PARQUET_COMPRESSION = "zstd"
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
 TMP_SUFFIX = ".tmp"
+JOURNAL_PREFIX = ".journal-"
+JOURNAL_SUFFIX = ".json"
 
 
 def _scratch(path: Path) -> Path:
@@ -127,7 +135,7 @@ class StagedDir:
             raise RuntimeError(f"{self.final_dir}: staged folder already committed or aborted")
         trash = None
         if self.final_dir.exists():
-            trash = self.final_dir.parent / f"{TRASH_PREFIX}{self.final_dir.name}-{time.time_ns():020d}"
+            trash = _trash_for(self.final_dir)
             os.replace(self.final_dir, trash)
         os.replace(self.staging, self.final_dir)
         self._done = True
@@ -156,12 +164,104 @@ def stage_dir(final_dir: str | os.PathLike) -> StagedDir:
     return StagedDir(final_dir)
 
 
+def _trash_for(final_dir: Path) -> Path:
+    return final_dir.parent / f"{TRASH_PREFIX}{final_dir.name}-{time.time_ns():020d}"
+
+
+class StagedDirs:
+    """Several folders, each built in staging, swapped in by one journalled :meth:`commit` (see module doc)."""
+
+    def __init__(self, final_dirs: list[str | os.PathLike]):
+        self.dirs = [StagedDir(f) for f in final_dirs]  # each recovers its folder (and journals beside it)
+        self._done = False
+        self._journaled = False
+
+    def __getitem__(self, i: int) -> StagedDir:
+        return self.dirs[i]
+
+    def __iter__(self) -> Iterator[StagedDir]:
+        return iter(self.dirs)
+
+    def commit(self) -> list[Path]:
+        """Publish a journal beside every final folder (the first one is the commit point), then roll it forward."""
+        if self._done:
+            raise RuntimeError("staged folders already committed or aborted")
+        entries = [(d.final_dir, d.staging, _trash_for(d.final_dir)) for d in self.dirs]
+        name = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:12]}{JOURNAL_SUFFIX}"
+        journals = list(dict.fromkeys(d.final_dir.parent / name for d in self.dirs))
+        for j in journals:
+            rel = lambda p: os.path.relpath(p, j.parent)  # noqa: E731 - paths relative to this journal
+            write_json(j, {"entries": [{"final": rel(f), "staging": rel(s), "trash": rel(t)} for f, s, t in entries],
+                           "journals": [rel(o) for o in journals]})
+            self._journaled = True
+        for d in self.dirs:
+            d._done = True
+        _roll_forward(journals[0])
+        self._done = True
+        return [d.final_dir for d in self.dirs]
+
+    def abort(self) -> None:
+        """Remove the staging folders, unless the commit point is passed (recovery then completes the commit)."""
+        if not self._journaled:
+            for d in self.dirs:
+                d.abort()
+        self._done = True
+
+    def __enter__(self) -> "StagedDirs":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def stage_dirs(final_dirs: list[str | os.PathLike]) -> StagedDirs:
+    """Context manager: ``with stage_dirs([a, b]) as (sa, sb):`` builds both, publishes both or neither."""
+    return StagedDirs(final_dirs)
+
+
+def _roll_forward(journal: Path) -> None:
+    """Finish the commit a journal describes (idempotent: safe to repeat after a crash at any step)."""
+    try:
+        doc = json.loads(journal.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return  # another recovery finished it
+    base = journal.parent
+    entries = [{k: base / v for k, v in e.items()} for e in doc["entries"]]
+    for e in entries:
+        if e["staging"].is_dir():
+            if e["final"].exists():
+                os.replace(e["final"], e["trash"] if not e["trash"].exists() else _trash_for(e["final"]))
+            os.replace(e["staging"], e["final"])
+    for j in doc["journals"]:
+        (base / j).unlink(missing_ok=True)
+    for e in entries:
+        shutil.rmtree(e["trash"], ignore_errors=True)
+
+
+def recover_journals(folder: str | os.PathLike) -> int:
+    """Roll forward every commit journal in ``folder`` (left by a crashed :class:`StagedDirs` commit)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    journals = sorted(folder.glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))
+    for j in journals:
+        _roll_forward(j)
+    return len(journals)
+
+
 def recover_dir(final_dir: str | os.PathLike) -> bool:
-    """If ``final_dir`` is missing but a crashed swap left its previous contents in trash, restore the newest.
+    """Roll forward commit journals beside ``final_dir``; then, if ``final_dir`` is missing but a crashed swap left
+    its previous contents in trash, restore the newest.
 
     Returns True when something was restored.
     """
     final_dir = Path(final_dir)
+    recover_journals(final_dir.parent)
     if final_dir.exists() or not final_dir.parent.is_dir():
         return False
     prefix = f"{TRASH_PREFIX}{final_dir.name}-"
@@ -174,8 +274,20 @@ def recover_dir(final_dir: str | os.PathLike) -> bool:
     return False
 
 
+def recover_folder(folder: str | os.PathLike) -> int:
+    """Non-destructive recovery of the folders directly in ``folder`` (for readers): roll forward its commit
+    journals, then restore every folder a crashed swap left only in trash. Returns how many were restored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    recover_journals(folder)
+    names = {p.name[len(TRASH_PREFIX):].rsplit("-", 1)[0] for p in folder.glob(f"{TRASH_PREFIX}*") if p.is_dir()}
+    return sum(recover_dir(folder / n) for n in sorted(names))
+
+
 def clean_stale(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
-    """Remove leftovers of killed runs below ``folder``; first restore any folder a crashed swap left in trash.
+    """Remove leftovers of killed runs below ``folder``; first roll forward commit journals and restore any folder
+    a crashed swap left in trash.
 
     ``older_than_s`` spares scratch younger than that (a run in flight may own it). Returns how many were removed.
     """
@@ -184,6 +296,8 @@ def clean_stale(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
         return 0
     now = time.time()
     n = 0
+    for j in sorted(folder.rglob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}")):
+        recover_journals(j.parent)
     for p in sorted(folder.rglob(".*"), key=lambda q: len(q.parts), reverse=True):
         if p.name.startswith(TRASH_PREFIX) and p.is_dir():
             name = p.name[len(TRASH_PREFIX):].rsplit("-", 1)[0]

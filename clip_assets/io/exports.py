@@ -5,7 +5,7 @@ Warehouse layout of the ``curated_subsets`` asset (swapped in as a whole, so dec
     <home>/warehouse/curated_subsets/subset_summary.parquet             one row per subset (pool, kept, threshold..)
     <home>/warehouse/curated_subsets/subset=<name>/part-00000.parquet   uid, drop, keep, reason (one row per pool row)
 
-Exports of one subset (only its kept rows), each written to a temporary name and renamed into place, so a reader
+Exports of one subset (only its kept rows), each published through :mod:`clip_assets.io.commit`, so a reader
 never sees a partial export and a failed export leaves the previous one intact:
 
 * ``<out>/<subset>.npy``: DataComp's subset format: a structured array of dtype ``np.dtype("u8,u8")`` whose fields
@@ -23,11 +23,7 @@ never sees a partial export and a failed export leaves the previous one intact:
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tarfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -39,9 +35,9 @@ import pyarrow.parquet as pq
 
 from clip_assets.config import exports_dir
 from clip_assets.io.catalog import load_sql
-from clip_assets.io.drops import add_tar_member
+from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_npy
+from clip_assets.io.drops import SIDECAR_SCHEMA, ShardWriter, close_handles, read_pointer
 from clip_assets.io.tables import drops_with
-from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, stage_dir
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 SUBSETS_ASSET = "curated_subsets"
@@ -51,13 +47,9 @@ FORMATS = ("npy", "parquet", "webdataset")
 UID_DTYPE = np.dtype("u8,u8")  # DataComp's subset dtype: fields f0 (high 64 bits), f1 (low 64 bits)
 
 # img2dataset's sidecar columns, then ours (uid and where the sample came from).
-SIDECAR_SCHEMA = pa.schema([
-    ("caption", pa.string()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
-    ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-    ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()),
-    ("sha256", pa.string()),
-    ("uid", pa.string()), ("source_drop", pa.string()), ("source_shard", pa.string()), ("source_key", pa.string()),
-])
+EXPORT_SIDECAR_SCHEMA = pa.schema(
+    list(SIDECAR_SCHEMA) + [pa.field(n, pa.string()) for n in ("uid", "source_drop", "source_shard", "source_key")])
+STALE_AFTER_S = 6 * 3600  # export scratch younger than this may belong to a run in flight
 
 
 class UnknownSubset(KeyError):
@@ -158,10 +150,6 @@ def datacomp_to_uids(arr: np.ndarray) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ writers
-def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
 @dataclass
 class ExportResult:
     subset: str
@@ -183,14 +171,8 @@ def export_npy(subset: str, out_dir: Path, home: Path | None = None) -> ExportRe
         con.close()
     arr = uids_to_datacomp(u for (u,) in uids)
     out = Path(out_dir) / f"{subset}.npy"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    clean_stale(out.parent, older_than_s=STALE_AFTER_S)
+    write_npy(out, arr)
     return ExportResult(subset, "npy", out, len(arr), seconds=time.perf_counter() - t0)
 
 
@@ -199,48 +181,33 @@ def export_parquet(subset: str, out_dir: Path, home: Path | None = None) -> Expo
     t0 = time.perf_counter()
     params = _source_params(subset, home)
     out = Path(out_dir) / f"{subset}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(out)
+    clean_stale(out.parent, older_than_s=STALE_AFTER_S)
     con = _con()
     try:
-        con.sql(load_sql("queries/curate_export_manifest"), params=params).write_parquet(
-            str(tmp), compression=PARQUET_COMPRESSION)
-        rows = pq.ParquetFile(tmp).metadata.num_rows
-        os.replace(tmp, out)
+        with publishing(out) as tmp:
+            con.sql(load_sql("queries/curate_export_manifest"), params=params).write_parquet(
+                str(tmp), compression=PARQUET_COMPRESSION)
+            rows = pq.ParquetFile(tmp).metadata.num_rows
     finally:
         con.close()
-        tmp.unlink(missing_ok=True)
     return ExportResult(subset, "parquet", out, rows, seconds=time.perf_counter() - t0)
 
 
 
 
-class _ImageReader:
-    """Reads image bytes through raw_pairs' pointers, keeping the current tar open (rows come in tar order)."""
-
-    def __init__(self):
-        self.path: str | None = None
-        self.f = None
-
-    def read(self, tar_path: str, offset: int, size: int) -> bytes:
-        if tar_path != self.path:
-            self.close()
-            try:
-                self.f = open(tar_path, "rb")
-            except OSError as e:
-                raise ExportError(f"cannot open {tar_path}: {e} (was the drop moved from the landing folder?)"
-                                  ) from None
-            self.path = tar_path
-        self.f.seek(offset)
-        data = self.f.read(size)
-        if len(data) != size:
-            raise ExportError(f"{tar_path}: expected {size} bytes at offset {offset}, got {len(data)}")
-        return data
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-        self.f, self.path = None, None
+def _read_image(handles: dict, row: dict) -> bytes:
+    """A kept row's image bytes through its raw_pairs pointer, checked against the recorded sha256."""
+    try:
+        data = read_pointer(row["tar_path"], row["offset"], row["size"], handles)
+    except OSError as e:
+        raise ExportError(f"cannot read {row['tar_path']}: {e} (was the drop moved from the landing folder?)"
+                          ) from None
+    sha = hashlib.sha256(data).hexdigest()
+    if row["image_sha256"] and sha != row["image_sha256"]:
+        raise ExportError(
+            f"image of uid {row['uid']} (drop {row['drop']}, key {row['key']}) changed since ingestion: "
+            f"sha256 {sha} != {row['image_sha256']} in raw_pairs; re-ingest drop {row['drop']}")
+    return data
 
 
 def _iter_rows(reader: pa.RecordBatchReader) -> Iterator[dict]:
@@ -261,8 +228,9 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
     params = _source_params(subset, home)
     width = max(4, len(str(samples_per_shard - 1)))
     final = Path(out_dir) / subset
+    clean_stale(final.parent, older_than_s=STALE_AFTER_S)
     writer = stage_dir(final)
-    images = _ImageReader()
+    images: dict = {}
     con = _con()
     state = {"shard": 0, "rows": 0}
     try:
@@ -282,59 +250,43 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
         writer.abort()
         raise
     finally:
-        images.close()
+        close_handles(images)
         con.close()
     return ExportResult(subset, "webdataset", final, state["rows"], shards=state["shard"],
                         seconds=time.perf_counter() - t0)
 
 
-def _write_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: _ImageReader,
+def _write_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: dict,
                  samples_per_shard: int, width: int) -> bool:
     """Write the next shard (tar, sidecar, stats last) from ``rows``; True when ``rows`` is exhausted."""
     first = next(rows, None)
     if first is None:
         return True
-    sid = f"{state['shard']:05d}"
+    shard = ShardWriter(writer, state["shard"], EXPORT_SIDECAR_SCHEMA)
     start = time.time()
-    sidecar: list[dict] = []
-    tar_path = writer.staging / f"{sid}.tar"
-    exhausted = False
-    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        row = first
-        for i in range(samples_per_shard):
-            if i > 0:
-                row = next(rows, None)
-                if row is None:
-                    exhausted = True
-                    break
-            key = f"{sid}{i:0{width}d}"
-            data = images.read(row["tar_path"], row["offset"], row["size"])
-            sha = hashlib.sha256(data).hexdigest()
-            if row["image_sha256"] and sha != row["image_sha256"]:
-                raise ExportError(
-                    f"image of uid {row['uid']} (drop {row['drop']}, key {row['key']}) changed since ingestion: "
-                    f"sha256 {sha} != {row['image_sha256']} in raw_pairs; re-ingest drop {row['drop']}")
+    row, i = first, 0
+    try:
+        while row is not None:
+            key = f"{shard.shard}{i:0{width}d}"
+            data = _read_image(images, row)
             meta = {
                 "caption": row["caption"], "url": row["url"], "key": key, "status": "success",
                 "error_message": None, "width": row["width"], "height": row["height"],
-                "original_width": row["width"], "original_height": row["height"], "exif": None, "sha256": sha,
+                "original_width": row["width"], "original_height": row["height"], "exif": None,
+                "sha256": row["image_sha256"] or hashlib.sha256(data).hexdigest(),
                 "uid": row["uid"], "source_drop": row["drop"], "source_shard": row["shard"],
                 "source_key": row["key"],
             }
-            ext = row["image_format"] or "jpg"
-            add_tar_member(tar, f"{key}.{ext}", data)
-            add_tar_member(tar, f"{key}.txt", row["caption"].encode("utf-8"))
-            add_tar_member(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
-            sidecar.append(meta)
-    writer.write_table(f"{sid}.parquet", pa.Table.from_pylist(sidecar, schema=SIDECAR_SCHEMA))
-    end = time.time()
-    n = len(sidecar)
-    stats = {"count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,
-             "duration": end - start, "start_time": start, "end_time": end, "status_dict": {"success": n}}
-    (writer.staging / f"{sid}_stats.json").write_text(json.dumps(stats, indent=4))
+            shard.add(key, data, row["image_format"] or "jpg", row["caption"], meta)
+            i += 1
+            row = next(rows, None) if i < samples_per_shard else None
+    except BaseException:
+        shard.abort()
+        raise
+    n = shard.close(start, time.time())
     state["shard"] += 1
     state["rows"] += n
-    return exhausted
+    return i < samples_per_shard
 
 
 def export_subset(subset: str, fmt: str, out_dir: Path | None = None, home: Path | None = None,

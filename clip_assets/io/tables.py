@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clip_assets.io.commit import recover_folder
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 
@@ -16,12 +17,15 @@ def drops_with(asset: str, home: Path | None = None) -> list[str]:
     root = asset_dir(asset, home)
     if not root.is_dir():
         return []
+    recover_folder(root)  # a partition a crashed swap left in trash is restored, not skipped
     return sorted(p.name.split("=", 1)[1] for p in root.glob("drop=*") if any(p.glob("*.parquet")))
 
 
 def read_partition(asset: str, drop: str, home: Path | None = None, columns: list[str] | None = None) -> pa.Table:
     """All rows of one drop's partition of ``asset`` (files in shard order)."""
     d = partition_dir(asset, drop, home)
+    if not d.is_dir():
+        recover_folder(d.parent)  # a crashed swap: restore the partition instead of reporting it missing
     files = sorted(d.glob("part-*.parquet"))
     if not files:
         raise FileNotFoundError(f"{asset} has no Parquet files for drop {drop!r} in {d}: materialize it first")

@@ -7,6 +7,5 @@ No Dagster here; the assets in ``clip_assets.defs.embed`` call these functions.
 * :mod:`.small`    the small CLIP-style open_clip configs (``clip-assets-tiny``), registered by name.
 * :mod:`.train`    ``TrainConfig``, ``train_contrastive(drop, config) -> TrainResult`` (checkpoint, curves, PNG).
 * :mod:`.embed`    ``embed_drop`` / ``embed_shard``: raw_pairs pointers -> per-shard embeddings Parquet.
-* :mod:`.data`     reading pairs through tar byte pointers; ``index_drop`` for a drop folder.
 * :mod:`.evaluate` zero-shot accuracy and Spearman of the self-normalised log ratio vs the synthetic truth.
 """

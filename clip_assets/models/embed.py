@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 import torch
 
 from clip_assets.io.commit import write_table
-from clip_assets.models.data import read_bytes
+from clip_assets.io.drops import read_pointer
 from clip_assets.models.loading import LoadedModel, torch_threads
 
 POINTER_COLUMNS = ("uid", "caption", "image_format", "tar_path", "offset", "size")
@@ -240,7 +240,7 @@ class _ShardBatches(torch.utils.data.IterableDataset):
                 f.close()
 
     def _batch(self, shard: str, b: int, n_batches: int, cols: dict[str, list], lo: int, hi: int, fh: dict) -> dict:
-        datas = [read_bytes(fh, cols["tar_path"][i], cols["offset"][i], cols["size"][i]) for i in range(lo, hi)]
+        datas = [read_pointer(cols["tar_path"][i], cols["offset"][i], cols["size"][i], fh) for i in range(lo, hi)]
         out: dict[str, Any] = {
             "shard": shard,
             "batch": b,

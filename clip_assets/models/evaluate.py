@@ -25,7 +25,9 @@ from PIL import Image
 from scipy.stats import rankdata  # noqa: F401 (average-tie ranks, re-exported)
 
 from clip_assets.core.calibration import spearman
-from clip_assets.models.data import decode_all, decode_resize, index_drop, normalize
+from clip_assets.io.batches import decode_all, normalize
+from clip_assets.io.drops import index_drop
+from clip_assets.io.images import decode_resize
 from clip_assets.models.loading import LoadedModel
 
 
@@ -40,7 +42,7 @@ def _encode_uint8_images(loaded: LoadedModel, images_u8: torch.Tensor, batch_siz
 
 
 def _resize_u8(images: np.ndarray, size: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) uint8 via the same geometry as data.decode_resize."""
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) uint8 via the same geometry as io.images.decode_resize."""
     t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
     if images.shape[1] == size and images.shape[2] == size:
         return t

@@ -49,7 +49,8 @@ from clip_assets.core.iwl import (
     normalise_to_mean,
     zero_shot_predict,
 )
-from clip_assets.models.data import decode_resize, normalize
+from clip_assets.io.batches import normalize
+from clip_assets.io.images import decode_resize
 from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, TrainResult, train_contrastive
 

@@ -38,7 +38,8 @@ import torch
 
 from clip_assets.config import models_dir
 from clip_assets.models import small
-from clip_assets.models.data import decode_all, index_drop, normalize
+from clip_assets.io.batches import decode_all, normalize
+from clip_assets.io.drops import index_drop
 from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model, torch_threads
 
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
@@ -165,7 +166,7 @@ def train_contrastive(
 
     Args:
         drop: a drop folder (``NNNNN.tar`` shards) or its pointer tables (raw_pairs shard tables, or
-            :func:`clip_assets.models.data.index_drop`).
+            :func:`clip_assets.io.drops.index_drop`).
         config: the :class:`TrainConfig`.
         name: checkpoint folder name under ``models_dir(home)`` (or ``out_dir`` when given); replaced if present.
         world: the synthetic World for the zero-shot evaluation; read from ``<drop>/../world.json`` when the drop

@@ -6,11 +6,10 @@
 * :func:`write_drops` (``synth.py``): drops in img2dataset's webdataset layout plus ``<drop>.truth.parquet``.
 """
 
-from clip_assets.world.synth import IMG2DATASET_SCHEMA, drop_name, truth_schema, write_drops
+from clip_assets.world.synth import drop_name, truth_schema, write_drops
 from clip_assets.world.world import PLACEHOLDER, LabelledImages, PairSample, Template, World
 
 __all__ = [
-    "IMG2DATASET_SCHEMA",
     "PLACEHOLDER",
     "LabelledImages",
     "PairSample",

@@ -4,7 +4,7 @@ Layout written by :func:`write_drops` under ``out_dir``::
 
     world.json                      the World's parameters (World.from_dict reads them back)
     <drop>/NNNNN.tar                {key}.jpg|png|webp, {key}.txt (caption), {key}.json (img2dataset metadata)
-    <drop>/NNNNN.parquet            one row per sample, img2dataset's columns (IMG2DATASET_SCHEMA)
+    <drop>/NNNNN.parquet            one row per sample, img2dataset's columns (io.drops.SIDECAR_SCHEMA)
     <drop>/NNNNN_stats.json         img2dataset's per-shard counts, written last for each shard
     <drop>.truth.parquet            one row per sample: latent, flags, exact log-ratio and KLs (TRUTH_SCHEMA)
 
@@ -12,9 +12,9 @@ Keys are ``f"{shard:05d}{idx:04d}"`` like img2dataset. Every byte is a function 
 pairs, shard_size, image_format): shard ``s`` of drop number ``n`` draws from
 ``np.random.default_rng(SeedSequence([seed, n, s]))``, tar members carry mtime 0, uid/gid 0 and mode 0o444, and
 the stats use a synthetic clock (shard ``s`` runs from ``s`` to ``s + 1`` seconds after the epoch) instead of
-the wall clock. A drop is built in a hidden staging folder (``.<drop>.staging-*``; inside it each tar and parquet
-goes through a temporary name and a rename, then the stats file) and renamed into place after its truth file, so
-a landing-folder sensor never sees a partial drop nor a drop without its truth.
+the wall clock. Shards are written by :class:`clip_assets.io.drops.ShardWriter` (tar, sidecar, then stats) into
+a folder staged by :mod:`clip_assets.io.commit`; the truth file is published first and the drop folder swapped in
+after it, so a landing-folder sensor never sees a partial drop nor a drop without its truth.
 """
 
 from __future__ import annotations
@@ -22,16 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tarfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_assets.io.drops import add_tar_member
+from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_text
+from clip_assets.io.drops import ShardWriter
 from clip_assets.io.uid import compute_uid
 from clip_assets.world.render import IMAGE_FORMATS, encode_image
 from clip_assets.world.world import World
@@ -42,21 +40,7 @@ URL_ROOT = "https://synthetic.invalid"
 MAX_SHARD_SIZE = 10_000  # keys hold 4 digits of sample index
 MAX_SHARDS = 100_000  # and 5 digits of shard index
 
-IMG2DATASET_SCHEMA = pa.schema(
-    [
-        pa.field("caption", pa.string()),
-        pa.field("url", pa.string()),
-        pa.field("key", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error_message", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("original_width", pa.int32()),
-        pa.field("original_height", pa.int32()),
-        pa.field("exif", pa.string()),
-        pa.field("sha256", pa.string()),
-    ]
-)
+STALE_AFTER_S = 6 * 3600  # staging younger than this may belong to a run in flight
 
 
 def truth_schema(world: World) -> pa.Schema:
@@ -138,6 +122,7 @@ def write_drops(
     names = [drop_name(int(seed), start + i, prefix) for i in range(drops)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale(out, older_than_s=STALE_AFTER_S)
     for name in names:
         for path in (out / name, out / f"{name}{TRUTH_SUFFIX}"):
             if path.exists():
@@ -155,91 +140,50 @@ def _write_world(path: Path, world: World) -> None:
         if World.from_dict(json.loads(path.read_text())) != world:
             raise ValueError(f"{path} describes a different world; write these drops to another folder")
         return
-    _write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(path, text)
 
 
 def _write_drop(
     out: Path, name: str, world: World, seed: int, number: int, pairs: int, shard_size: int, image_format: str
 ) -> Path:
-    staging = out / f".{name}.staging-{uuid.uuid4().hex[:12]}"
-    truth_tmp = out / f".{name}{TRUTH_SUFFIX}.{uuid.uuid4().hex[:12]}.tmp"
-    staging.mkdir()
-    try:
-        schema = truth_schema(world)
-        with pq.ParquetWriter(truth_tmp, schema, compression="zstd") as truth:
+    schema = truth_schema(world)
+    with stage_dir(out / name) as stage, publishing(out / f"{name}{TRUTH_SUFFIX}") as truth_tmp:
+        with pq.ParquetWriter(truth_tmp, schema, compression=PARQUET_COMPRESSION) as truth:
             for shard, lo in enumerate(range(0, pairs, shard_size)):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, number, shard]))
-                rows = _write_shard(staging, name, shard, min(shard_size, pairs - lo), world, rng, image_format)
+                rows = _write_shard(stage, name, shard, min(shard_size, pairs - lo), world, rng, image_format)
                 truth.write_table(pa.Table.from_pydict(rows, schema=schema))
-        os.replace(truth_tmp, out / f"{name}{TRUTH_SUFFIX}")
-        os.replace(staging, out / name)
-    finally:
-        truth_tmp.unlink(missing_ok=True)
-        if staging.exists():
-            shutil.rmtree(staging)
     return out / name
 
 
-
-
 def _write_shard(
-    folder: Path, drop: str, shard: int, n: int, world: World, rng: np.random.Generator, image_format: str
+    stage: StagedDir, drop: str, shard: int, n: int, world: World, rng: np.random.Generator, image_format: str
 ) -> dict[str, list | np.ndarray]:
-    """Write ``NNNNN.tar``, ``NNNNN.parquet`` then ``NNNNN_stats.json`` into ``folder``; return the truth rows."""
+    """Write ``NNNNN.tar``, ``NNNNN.parquet`` then ``NNNNN_stats.json`` into ``stage``; return the truth rows."""
     stem = f"{shard:05d}"
     sample = world.sample_pairs(n, rng)
     keys = [f"{stem}{i:04d}" for i in range(n)]
     captions = [world.vocabulary[y] for y in sample.caption]
-    meta_rows: list[dict] = []
     uids: list[str] = []
-    tar_tmp = folder / f".{stem}.tar.tmp"
-    with tarfile.open(tar_tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, caption, latent in zip(keys, captions, sample.latent):
-            image = encode_image(world.render(int(latent), rng), image_format)
-            meta = {
-                "caption": caption,
-                "url": f"{URL_ROOT}/{drop}/{key}.{image_format}",
-                "key": key,
-                "status": "success",
-                "error_message": None,
-                "width": world.image_size,
-                "height": world.image_size,
-                "original_width": world.image_size,
-                "original_height": world.image_size,
-                "exif": None,
-                "sha256": hashlib.sha256(image).hexdigest(),
-            }
-            add_tar_member(tar, f"{key}.{image_format}", image)
-            add_tar_member(tar, f"{key}.txt", caption.encode("utf-8"))
-            add_tar_member(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))
-            meta_rows.append(meta)
-            uids.append(compute_uid(image, caption))
-    os.replace(tar_tmp, folder / f"{stem}.tar")
-
-    parquet_tmp = folder / f".{stem}.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(meta_rows, schema=IMG2DATASET_SCHEMA), parquet_tmp)
-    os.replace(parquet_tmp, folder / f"{stem}.parquet")
-
-    stats = {
-        "count": n,
-        "successes": n,
-        "failed_to_download": 0,
-        "failed_to_resize": 0,
-        "duration": 1.0,
-        "start_time": float(shard),
-        "end_time": float(shard + 1),
-        "status_dict": {"success": n},
-    }
-    _write_bytes_atomic(folder / f"{stem}_stats.json", json.dumps(stats, indent=4).encode("utf-8"))
+    writer = ShardWriter(stage, shard)
+    for key, caption, latent in zip(keys, captions, sample.latent):
+        image = encode_image(world.render(int(latent), rng), image_format)
+        meta = {
+            "caption": caption,
+            "url": f"{URL_ROOT}/{drop}/{key}.{image_format}",
+            "key": key,
+            "status": "success",
+            "error_message": None,
+            "width": world.image_size,
+            "height": world.image_size,
+            "original_width": world.image_size,
+            "original_height": world.image_size,
+            "exif": None,
+            "sha256": hashlib.sha256(image).hexdigest(),
+        }
+        writer.add(key, image, image_format, caption, meta)
+        uids.append(compute_uid(image, caption))
+    writer.close(start_time=float(shard), end_time=float(shard + 1))  # a synthetic clock: same bytes every run
 
     latent = sample.latent
     real = latent >= 0

@@ -269,7 +269,7 @@ def synthetic_pool(home: Path, drop: str, n: int, seed: int) -> list[str]:
     raw = {name: [] for name in RAW_PAIRS_SCHEMA.names}
     for i, (x, c) in enumerate(zip(uids, caption)):
         for name, v in zip(RAW_PAIRS_SCHEMA.names, (x, drop, "00000", f"{i:09d}", c, None, 32, 32, "0" * 64,
-                                                      "jpg", "/nonexistent.tar", f"{i:09d}.jpg", 0, 1)):
+                                                      "jpg", "/nonexistent.tar", f"{i:09d}.jpg", 0, 1, x)):
             raw[name].append(v)
     with stage_dir(partition_dir("raw_pairs", drop, home)) as w:
         w.write_table("part-00000.parquet", pa.table(raw, schema=RAW_PAIRS_SCHEMA))

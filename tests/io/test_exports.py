@@ -185,3 +185,39 @@ def test_cli_export(curated, tmp_path, capsys):
     assert cli_main(["export", "kl_text", "--format", "npy", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "kl_text.npy")
     assert E.datacomp_to_uids(np.load(tmp_path / "kl_text.npy")) == _kept(curated, "kl_text")
+
+
+# ------------------------------------------------------------------------------------------------ DataComp pools
+def _resharder_selects(drop: Path, subset: np.ndarray) -> list[str]:
+    """DataComp's resharder rule, re-implemented: json["uid"] -> "u8,u8" -> searchsorted in the sorted subset."""
+    keys = []
+    for tar_path in sorted(drop.glob("*.tar")):
+        with tarfile.open(tar_path) as tf:
+            for m in tf:
+                if not m.name.endswith(".json"):
+                    continue
+                uid = json.loads(tf.extractfile(m).read())["uid"]
+                x = np.array((int(uid[:16], 16), int(uid[16:32], 16)), dtype=np.dtype("u8,u8"))
+                i = int(np.searchsorted(subset, x))
+                if i < len(subset) and subset[i] == x:
+                    keys.append(m.name[: -len(".json")])
+    return sorted(keys)
+
+
+def test_datacomp_pool_uids_are_exported_and_select_the_subset_with_datacomps_rule(home, tmp_path):
+    rng = np.random.default_rng(16)
+    pool_uids = [f"{int(a):016x}{int(b):016x}" for a, b in rng.integers(0, 2**63, size=(20, 2), dtype=np.uint64)]
+    samples = [_sample(i) | {"uid": u} for i, u in enumerate(pool_uids)]  # uid in each json and the sidecar
+    drop = build_drop(home / "landing" / "pool", [samples[:12], samples[12:]])
+    assert ingest_drop(drop, home=home).kept == 20
+    raw = read_partition("raw_pairs", "pool", home).to_pylist()
+    assert sorted(r["uid"] for r in raw) == sorted(pool_uids)  # the pool's own uids, not content hashes
+    assert all(r["content_uid"] == compute_uid(jpeg_bytes(int(r["key"])), r["caption"]) for r in raw)
+    _scores(home, "pool")
+    F.build_subsets(home, SPECS)
+    kept = _kept(home, "kl_text")
+    assert 0 < len(kept) < 20 and set(kept) <= set(pool_uids)
+    arr = np.load(E.export_subset("kl_text", "npy", tmp_path, home=home).path)
+    assert E.datacomp_to_uids(arr) == kept  # exactly the subset's pool uids
+    key_of = {r["uid"]: r["key"] for r in raw}
+    assert _resharder_selects(drop, arr) == sorted(key_of[u] for u in kept)

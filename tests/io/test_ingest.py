@@ -67,13 +67,13 @@ def test_every_bad_input_is_rejected_with_its_reason(home):
 
 
 def test_pointers_give_back_the_image_bytes(home):
-    from clip_assets.io.drops import read_member_bytes
+    from clip_assets.io.drops import read_pointer
     from clip_assets.io.uid import compute_uid
 
     drop = build_drop(home / "landing" / "d1", [[_good(f"0000000{i:02d}", i) for i in range(5)]])
     ingest_drop(drop, home=home)
     for r in pq.read_table(partition_dir("raw_pairs", "d1", home)).to_pylist():
-        data = read_member_bytes(r["tar_path"], r["offset"], r["size"])
+        data = read_pointer(r["tar_path"], r["offset"], r["size"])
         assert compute_uid(data, r["caption"]) == r["uid"]
         assert len(r["uid"]) == 32
 

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from clip_assets.models.data import index_drop
+from clip_assets.io.drops import index_drop
 from clip_assets.models.embed import embed_drop, embed_shard, read_embeddings, shard_output_valid
 from clip_assets.models.evaluate import rankdata, ratio_spearman, spearman
 from clip_assets.models.loading import ModelSpec, load_model
@@ -201,7 +201,7 @@ def test_only_pointed_rows_reach_the_model(loaded, eval_shards, tmp_path):
                 fh.seek(r["offset"])
                 add(f"{r['key']}.jpg", fh.read(r["size"]))
             add(f"{r['key']}.txt", r["caption"].encode())
-    from clip_assets.models.data import index_shard
+    from clip_assets.io.drops import index_shard
 
     ptr = index_shard(tar_path, "00000")
     assert ptr.num_rows == 6

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clip_assets.io import commit
 from clip_assets.io.uid import compute_uid
 from clip_assets.world import World, truth_schema, write_drops
-from clip_assets.world import synth
 
 PAIRS, SHARD, SEED = 23, 10, 7  # shards of 10, 10, 3
 IMG2DATASET_COLUMNS = [
@@ -147,19 +147,25 @@ def test_start_continues_a_series(written, tmp_path):
 
 
 def test_stats_written_last_per_shard(tmp_path, monkeypatch):
-    """Every file lands by a rename; per shard the stats file comes after the tar and parquet, and the drop folder
-    appears (renamed from its staging folder) only after its truth file."""
+    """Every file is written through the commit layer: per shard the stats file comes after the tar and parquet
+    inside the staged drop folder, and the drop folder appears (renamed from its staging folder) only after its
+    truth file."""
     landed: list[str] = []
-    real_replace = os.replace
+    created: list[str] = []
+    real_replace, real_path = os.replace, commit.StagedDir.path
 
     def recording_replace(src, dst):
         landed.append(Path(dst).name)
         real_replace(src, dst)
 
-    monkeypatch.setattr(synth.os, "replace", recording_replace)
+    def recording_path(self, name):
+        created.append(name)
+        return real_path(self, name)
+
+    monkeypatch.setattr(commit.os, "replace", recording_replace)
+    monkeypatch.setattr(commit.StagedDir, "path", recording_path)
     write_drops(tmp_path, drops=1, pairs=25, seed=1, shard_size=10, prefix="x")
-    shards = [n for n in landed if n[:5].isdigit()]
-    assert shards == [f"{s:05d}{suffix}" for s in range(3) for suffix in (".tar", ".parquet", "_stats.json")]
+    assert created == [f"{s:05d}{suffix}" for s in range(3) for suffix in (".tar", ".parquet", "_stats.json")]
     assert landed[-2:] == ["x000.truth.parquet", "x000"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or temp files left
 

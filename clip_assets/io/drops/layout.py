@@ -1,0 +1,183 @@
+"""Where things are in a drop: shard names, img2dataset's sidecar schema, the pointer schema, drop status.
+
+Layout of one drop (img2dataset's ``output_format="webdataset"``)::
+
+    00000.tar            {key}.jpg|png|webp, {key}.txt (caption), {key}.json (per-sample metadata)
+    00000.parquet        sidecar: img2dataset's columns (SIDECAR_SCHEMA), one row per attempted sample
+    00000_stats.json     written last, when the shard is finished
+    _SUCCESS             optional marker: the whole drop is finished
+
+A shard is a ``NNNNN.tar`` with at least 5 digits (``SHARD_RE``; ingestion, training and exports all use it). A
+drop is *complete* when ``_SUCCESS`` exists or every shard has its ``NNNNN_stats.json``.
+
+Landing entries that are symbolic links are never drops: :func:`drop_status` reports them with a reason and
+they are not complete, so the sensor skips them and :func:`clip_assets.io.ingest.ingest_drop` refuses them (a
+link to another drop would otherwise write the other drop's partition, or alias it under a second name). Copy or
+move a drop into the landing folder instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # member extensions that hold a sample's image
+SHARD_RE = re.compile(r"^(\d{5,})\.tar$")
+DROP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
+SUCCESS_MARKER = "_SUCCESS"
+
+# img2dataset's sidecar columns, in its order (also the keys of each {key}.json it writes).
+SIDECAR_SCHEMA = pa.schema([
+    ("caption", pa.string()), ("url", pa.string()), ("key", pa.string()), ("status", pa.string()),
+    ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()),
+    ("sha256", pa.string()),
+])
+
+# A pointer table: one row per sample, the image bytes are tar_path[offset : offset + size].
+POINTER_SCHEMA = pa.schema([
+    ("uid", pa.string()), ("shard", pa.string()), ("key", pa.string()), ("caption", pa.string()),
+    ("image_format", pa.string()), ("tar_path", pa.string()), ("member", pa.string()),
+    ("offset", pa.int64()), ("size", pa.int64()),
+])
+POINTER_COLUMNS = tuple(POINTER_SCHEMA.names)
+
+
+def shard_id(index: int) -> str:
+    """``"00042"`` for shard 42 (img2dataset's 5-digit names)."""
+    return f"{index:05d}"
+
+
+def tar_name(shard: str) -> str:
+    return f"{shard}.tar"
+
+
+def sidecar_name(shard: str) -> str:
+    return f"{shard}.parquet"
+
+
+def stats_name(shard: str) -> str:
+    return f"{shard}_stats.json"
+
+
+class BadDropName(ValueError):
+    """A landing folder whose name cannot be a partition key."""
+
+
+def validate_drop_name(name: str) -> str:
+    """Return ``name`` if it is a safe drop (partition) key, else raise :class:`BadDropName` naming it.
+
+    Allowed: 1-128 characters of letters, digits, ``. _ - =``, starting with a letter or digit, and no ``..``
+    (so it can never escape the warehouse folder or be confused with a hidden/staging folder).
+    """
+    if not isinstance(name, str) or not DROP_NAME_RE.match(name) or ".." in name:
+        raise BadDropName(
+            f"bad drop name {name!r}: use 1-128 characters of letters, digits, '.', '_', '-', '=' "
+            "starting with a letter or digit, without '..' or path separators"
+        )
+    return name
+
+
+def link_problem(drop_dir: Path) -> str | None:
+    """Why ``drop_dir`` cannot be ingested because it is a symbolic link, or None when it is not one."""
+    drop_dir = Path(drop_dir)
+    if drop_dir.is_symlink():
+        return (f"landing entry {drop_dir.name!r} is a symbolic link (to {drop_dir.readlink()}): links are "
+                "skipped; copy or move the drop into the landing folder")
+    return None
+
+
+@dataclass(frozen=True)
+class DropStatus:
+    """One landing entry. ``name_error`` says why it can never be a partition under this name (an unsafe
+    name, or a symbolic link); such an entry is never complete."""
+
+    name: str
+    path: Path
+    shards: tuple[str, ...]
+    finished_shards: tuple[str, ...]
+    has_success_marker: bool
+    name_error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        if self.name_error is not None or not self.shards:
+            return False
+        return self.has_success_marker or set(self.shards) == set(self.finished_shards)
+
+
+def shard_ids(drop_dir: Path) -> list[str]:
+    """Sorted shard ids (``"00000"``...) of the tars in a drop folder."""
+    out = []
+    for p in Path(drop_dir).iterdir():
+        m = SHARD_RE.match(p.name)
+        if m and p.is_file():
+            out.append(m.group(1))
+    return sorted(out)
+
+
+def drop_status(drop_dir: Path) -> DropStatus:
+    drop_dir = Path(drop_dir)
+    err = link_problem(drop_dir)
+    if err is None:
+        try:
+            validate_drop_name(drop_dir.name)
+        except BadDropName as e:
+            err = str(e)
+    shards = [] if drop_dir.is_symlink() else shard_ids(drop_dir)
+    finished = [s for s in shards if (drop_dir / stats_name(s)).is_file()]
+    return DropStatus(
+        name=drop_dir.name,
+        path=drop_dir,
+        shards=tuple(shards),
+        finished_shards=tuple(finished),
+        has_success_marker=(drop_dir / SUCCESS_MARKER).exists(),
+        name_error=err,
+    )
+
+
+def scan_landing(landing: Path) -> list[DropStatus]:
+    """Every candidate drop folder in the landing folder (hidden folders ignored), sorted by name."""
+    landing = Path(landing)
+    if not landing.is_dir():
+        return []
+    return [
+        drop_status(p)
+        for p in sorted(landing.iterdir())
+        if p.is_dir() and not p.name.startswith((".", "_"))
+    ]
+
+
+EDGE_BYTES = 1 << 16  # bytes hashed at each end of a tar
+
+
+def drop_fingerprint(drop_dir: Path) -> str:
+    """Content identity of a drop: sha256 over, per shard in order, each file's name and size, the full bytes of
+    its sidecar and stats files, and the first and last 64 KiB of its tar; then whether ``_SUCCESS`` exists.
+
+    img2dataset's sidecar holds every image's sha256, so a drop re-landed with other images changes it; reading
+    64 KiB per tar end instead of the whole tar keeps this cheap on large drops.
+    """
+    drop_dir = Path(drop_dir)
+    h = hashlib.sha256()
+    for shard in shard_ids(drop_dir):
+        for name in (tar_name(shard), sidecar_name(shard), stats_name(shard)):
+            p = drop_dir / name
+            if not p.is_file():
+                h.update(f"{name}:absent\n".encode())
+                continue
+            size = p.stat().st_size
+            h.update(f"{name}:{size}\n".encode())
+            with open(p, "rb") as f:
+                if name.endswith(".tar"):
+                    h.update(f.read(EDGE_BYTES))
+                    f.seek(max(size - EDGE_BYTES, 0))
+                    h.update(f.read(EDGE_BYTES))
+                else:
+                    h.update(f.read())
+    h.update(f"{SUCCESS_MARKER}:{(drop_dir / SUCCESS_MARKER).exists()}\n".encode())
+    return h.hexdigest()

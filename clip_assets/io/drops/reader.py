@@ -1,0 +1,250 @@
+"""Reading a drop: the validating tar reader, the sidecar and stats, per-sample json, pointer reads, the index.
+
+:func:`iter_shard` walks one tar member by member with the standard library's ``tarfile`` (chosen over
+webdataset because we need each member's byte offset for zero-copy pointers and fine-grained control over
+truncated archives: every sample read before the damage is kept, every sample after it is reported, nothing is
+silently lost). Members are grouped into samples like webdataset does: the key is the member name up to the first
+dot of its last path component, folder included (``a/000.jpg`` and ``b/000.txt`` are two samples).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_assets.io.drops.layout import (
+    IMAGE_EXTS, POINTER_SCHEMA, SHARD_RE, sidecar_name, stats_name, tar_name,
+)
+from clip_assets.io.images import sniff_format
+from clip_assets.io.uid import carried_uid, compute_uid
+
+
+@dataclass
+class Sample:
+    """One key's members from a shard, plus where its image bytes live inside the tar."""
+
+    key: str
+    image: bytes | None = None
+    image_ext: str | None = None
+    image_member: str | None = None
+    image_offset: int | None = None
+    image_size: int | None = None
+    caption_bytes: bytes | None = None
+    meta_bytes: bytes | None = None
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (reason, detail)
+
+
+@dataclass
+class ShardEnd:
+    """Sentinel yielded last by :func:`iter_shard`: why reading stopped (``None`` = clean end)."""
+
+    error: str | None
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """(key, lower-case extension) of a member name: ``"a/b/000.jpg"`` -> ``("a/b/000", "jpg")``."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def _printable_name(name: str) -> tuple[str, str | None]:
+    """(a valid UTF-8 rendering of a member name, a problem detail when the raw name is not UTF-8)."""
+    try:
+        name.encode("utf-8")
+        return name, None
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return shown, f"member name {shown!r} is not UTF-8"
+
+
+def _read_member(tf: tarfile.TarFile, ti: tarfile.TarInfo) -> tuple[bytes | None, str | None]:
+    """The member's bytes, or (None, why) when the archive breaks inside it."""
+    try:
+        fobj = tf.extractfile(ti)
+        data = fobj.read() if fobj is not None else b""
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return None, f"member {ti.name!r}: {type(e).__name__}: {e}"
+    if len(data) != ti.size:
+        return None, f"member {ti.name!r} has {len(data)} of {ti.size} bytes"
+    return data, None
+
+
+def _add_member(sample: Sample, ti: tarfile.TarInfo, shown: str, ext: str, data: bytes) -> None:
+    if ext in IMAGE_EXTS:
+        if sample.image is not None:
+            sample.problems.append(("duplicate_member", f"second image member {shown}"))
+            return
+        sample.image, sample.image_ext = data, ext
+        sample.image_member, sample.image_offset, sample.image_size = shown, ti.offset_data, ti.size
+    elif ext == "txt":
+        sample.caption_bytes = data
+    elif ext == "json":
+        sample.meta_bytes = data
+
+
+def iter_shard(tar_path: Path) -> Iterator[Sample | ShardEnd]:
+    """Stream the samples of one tar (consecutive members with the same key), then one :class:`ShardEnd`.
+
+    A damaged archive (truncated, bad header) ends the stream with ``ShardEnd(error=...)``; a sample whose
+    member data is cut short carries a ``truncated_tar`` problem; a member name that is not UTF-8 gives its sample
+    a ``member_name_not_utf8`` problem (the key is shown with backslash escapes). Memory holds one sample.
+    """
+    current: Sample | None = None
+    error: str | None = None
+    try:
+        tf = tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        yield ShardEnd(error=f"cannot open tar: {type(e).__name__}: {e}")
+        return
+    with tf:
+        while True:
+            try:
+                ti = tf.next()
+            except (tarfile.TarError, OSError, EOFError) as e:
+                error = f"tar damaged after {tf.offset} bytes: {type(e).__name__}: {e}"
+                break
+            if ti is None:
+                break
+            if not ti.isfile():
+                continue
+            shown, name_problem = _printable_name(ti.name)
+            key, ext = split_member(shown)
+            if current is not None and key != current.key:
+                yield current
+                current = None
+            if current is None:
+                current = Sample(key=key)
+            if name_problem is not None:
+                current.problems.append(("member_name_not_utf8", name_problem))
+            data, cut = _read_member(tf, ti)
+            if data is None:
+                current.problems.append(("truncated_tar", cut))
+                error = f"tar damaged inside {cut}"
+                break
+            _add_member(current, ti, shown, ext, data)
+    if current is not None:
+        yield current
+    yield ShardEnd(error=error)
+
+
+@dataclass
+class Sidecar:
+    """A shard's sidecar Parquet: every row in file order, or why it could not be read (``error``)."""
+
+    present: bool
+    rows: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+
+def read_sidecar(drop_dir: Path, shard: str) -> Sidecar:
+    """The shard's img2dataset sidecar: absent, read (all rows, duplicates and null keys included), or broken."""
+    path = Path(drop_dir) / sidecar_name(shard)
+    if not path.is_file():
+        return Sidecar(present=False)
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # noqa: BLE001 - any unreadable sidecar is a recorded shard-level reason
+        return Sidecar(present=True, error=f"{path.name}: {type(e).__name__}: {e}")
+    return Sidecar(present=True, rows=rows)
+
+
+def read_stats(drop_dir: Path, shard: str) -> dict | None:
+    """The shard's ``NNNNN_stats.json`` as a dict, or None when it is missing or not a JSON object."""
+    path = Path(drop_dir) / stats_name(shard)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def parse_meta(meta_bytes: bytes | None) -> tuple[dict, str | None]:
+    """A sample's ``{key}.json`` as (object, None); ``({}, why)`` when it is not a UTF-8 JSON object of valid text
+    (a lone surrogate such as ``"\\ud800"`` is valid JSON but not text); ``({}, None)`` when absent."""
+    if not meta_bytes:
+        return {}, None
+    try:
+        meta = json.loads(meta_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return {}, f"json is not valid UTF-8 JSON: {e}"
+    if not isinstance(meta, dict):
+        return {}, f"json is a {type(meta).__name__}, not an object"
+    try:
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return {}, f"json holds text that is not valid Unicode (a lone surrogate?): {e.reason} at {e.start}"
+    return meta, None
+
+
+def read_pointer(tar_path: str | os.PathLike, offset: int, size: int,
+                 handles: dict[str, BinaryIO] | None = None) -> bytes:
+    """The ``size`` bytes at ``offset`` of ``tar_path`` (a raw_pairs pointer; no tar parsing).
+
+    ``handles`` is a cache of open files for many reads in a row: the current tar stays open (at most one file
+    open per cache); close them with :func:`close_handles`. Raises OSError on a short read or a missing file.
+    """
+    key = str(tar_path)
+    if handles is None:
+        with open(key, "rb") as fh:
+            return _read_at(fh, key, offset, size)
+    fh = handles.get(key)
+    if fh is None:
+        close_handles(handles)
+        fh = handles[key] = open(key, "rb")
+    return _read_at(fh, key, offset, size)
+
+
+def _read_at(fh: BinaryIO, path: str, offset: int, size: int) -> bytes:
+    fh.seek(offset)
+    data = fh.read(size)
+    if len(data) != size:
+        raise OSError(f"short read: {len(data)} of {size} bytes at offset {offset} of {path}")
+    return data
+
+
+def close_handles(handles: dict[str, BinaryIO]) -> None:
+    for fh in handles.values():
+        fh.close()
+    handles.clear()
+
+
+def index_shard(tar_path: str | os.PathLike, shard: str | None = None) -> pa.Table:
+    """Pointer table of one webdataset tar: one row per key that has an image and a UTF-8 caption (tar order).
+
+    Images are not decoded (ingestion validates them). The uid is the json's DataComp uid when it carries a valid
+    one, else the content uid; ``image_format`` is decided by content, by extension when the content is unknown.
+    """
+    tar_path = Path(tar_path).resolve()
+    shard = shard if shard is not None else tar_path.stem
+    rows: dict[str, list[Any]] = {f.name: [] for f in POINTER_SCHEMA}
+    for s in iter_shard(tar_path):
+        if isinstance(s, ShardEnd) or s.image is None or s.caption_bytes is None or s.problems:
+            continue
+        try:
+            caption = s.caption_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        uid, _ = carried_uid(parse_meta(s.meta_bytes)[0].get("uid"), None)
+        fmt = sniff_format(s.image) or ("jpg" if s.image_ext == "jpeg" else s.image_ext)
+        values = (uid or compute_uid(s.image, caption), shard, s.key, caption, fmt, str(tar_path), s.image_member,
+                  s.image_offset, s.image_size)
+        for name, v in zip(POINTER_SCHEMA.names, values):
+            rows[name].append(v)
+    return pa.Table.from_pydict(rows, schema=POINTER_SCHEMA)
+
+
+def index_drop(drop_dir: str | os.PathLike) -> list[pa.Table]:
+    """Pointer tables of every ``NNNNN.tar`` in a drop folder, one per shard, in shard order."""
+    drop_dir = Path(drop_dir)
+    shards = sorted(m.group(1) for p in drop_dir.iterdir() if p.is_file() and (m := SHARD_RE.match(p.name)))
+    if not shards:
+        raise FileNotFoundError(f"no NNNNN.tar shards in {drop_dir}")
+    return [index_shard(drop_dir / tar_name(s), s) for s in shards]
