@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from clip_assets.io.commit import StagedDir
-from clip_assets.io.drops import read_member_bytes
+from clip_assets.io.drops import read_pointer
 from clip_assets.report.format import fmt, join_nonempty
 
 THUMB = 128
@@ -72,7 +72,7 @@ def thumbnail(row: dict, size: int = THUMB) -> tuple[Image.Image | None, str | N
     if row.get("tar_path") is None:
         return None, "no raw_pairs row (no image pointer)"
     try:
-        data = read_member_bytes(row["tar_path"], int(row["offset"]), int(row["size"]))
+        data = read_pointer(row["tar_path"], int(row["offset"]), int(row["size"]))
         with Image.open(io.BytesIO(data)) as im:
             im.draft("RGB", (size, size))  # JPEG: decode directly at a reduced scale
             out = im.convert("RGB")

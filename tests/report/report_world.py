@@ -1,4 +1,4 @@
-"""A small synthetic world for the report tests: drops written by clip_assets.world, ingested with
+"""Fixtures for the report tests (imported by the test modules): a small synthetic world, drops written by clip_assets.world,
 ingest_drop, scores faked in the pair_scores / kl_stats schemas (rounded, so that thresholds have ties), and
 subsets built by the curation engine."""
 
