@@ -28,9 +28,9 @@ same ``sample_weights`` interface. Weights, evaluation sets and the assets do no
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 
 from clip_assets.config import landing_dir, models_dir
 from clip_assets.core.iwl import (
@@ -49,9 +50,12 @@ from clip_assets.core.iwl import (
     normalise_to_mean,
     zero_shot_predict,
 )
+from clip_assets.io.commit import write_json
+from clip_assets.io.tables import drops_with, read_partition
 from clip_assets.models.data import decode_resize, normalize
-from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
+from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, TrainResult, train_contrastive
+from clip_assets.world import World
 
 IWL_DIR = "iwl"
 MANIFEST = "manifest.json"
@@ -87,8 +91,6 @@ class TrainingPool:
         return self.pointers.num_rows
 
     def uid_fingerprint(self) -> str:
-        import hashlib
-
         h = hashlib.sha256()
         for u in self.pointers.column("uid").to_pylist():
             h.update(u.encode())
@@ -97,8 +99,6 @@ class TrainingPool:
 
 
 def _read_asset(asset: str, drop: str, home: Path | None, columns: list[str] | None = None) -> pa.Table:
-    from clip_assets.io.tables import read_partition
-
     return read_partition(asset, drop, home, columns=columns)
 
 
@@ -109,8 +109,6 @@ def load_training_pool(
 
     ``drops``: which drops (default: every drop that has both raw_pairs and importance_weights).
     """
-    from clip_assets.io.tables import drops_with
-
     have_w = set(drops_with("importance_weights", home))
     have_raw = set(drops_with("raw_pairs", home))
     if drops:
@@ -239,23 +237,15 @@ def train_pair(
 
 def _annotate(res: TrainResult, extra: dict[str, Any]) -> None:
     """Add IWL lineage to the checkpoint's open_clip_config.json (weights untouched, so the model id is too)."""
-    from clip_assets.models.loading import CONFIG_FILE
-
     path = res.checkpoint_dir / CONFIG_FILE
     cfg = json.loads(path.read_text())
     cfg.setdefault("clip_assets", {}).update(extra)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_json(path, cfg)
 
 
 def write_manifest(out_root: Path, payload: dict[str, Any]) -> Path:
-    path = Path(out_root) / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    """Publish ``out_root/manifest.json`` atomically (commit layer: a private scratch name, then one rename)."""
+    return write_json(Path(out_root) / MANIFEST, payload)
 
 
 def read_manifest(out_root: Path) -> dict[str, Any]:
@@ -295,8 +285,6 @@ class EvalSet:
 
 
 def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
@@ -304,8 +292,6 @@ def _png(arr: np.ndarray) -> bytes:
 
 def synthetic_world(home: Path | None = None):
     """The World the home's drops were drawn from (``<home>/landing/world.json``), or None when there is none."""
-    from clip_assets.world import World
-
     wf = landing_dir(home) / "world.json"
     if wf.is_file():
         return World.from_dict(json.loads(wf.read_text()))
@@ -424,14 +410,11 @@ def evaluate_zero_shot(loaded: LoadedModel, eval_set: EvalSet, template: str = D
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Reload a checkpoint this module saved (its open_clip_config.json carries the architecture)."""
-    from clip_assets.models.train import WEIGHTS_FILE
-
+    """Reload a checkpoint this module saved (a local-dir folder or its weights file; its config names the
+    architecture)."""
     p = Path(path)
-    weights = p / WEIGHTS_FILE if p.is_dir() else p
-    cfg = json.loads((weights.parent / "open_clip_config.json").read_text())
-    return load_model(ModelSpec(name=cfg.get("model_name", "clip-assets-tiny"), checkpoint=str(weights),
-                                device=device, workers=0))
+    folder = p if p.is_dir() else p.parent
+    return load_model(ModelSpec(name=f"local-dir:{folder}", checkpoint=str(p), device=device, workers=0))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
