@@ -14,8 +14,9 @@ local-dir layout), so it loads even where these names were never registered.
   Default training (600 steps of 256 pairs) reaches zero-shot shape accuracy ~0.98 and Spearman ~0.98 against
   the true log ratio in ~2 CPU minutes (1 thread).
 * ``clip-assets-small``: the same with base width 16 (~1.3 M vision parameters, ~1.8x the compute per step).
-* ``clip-assets-tiny-siglip``: the tiny architecture with SigLIP's learnable bias (``init_logit_bias=-10``,
-  ``init_logit_scale=log 10``, as open_clip's SigLIP configs), so a model carries a logit_bias ``b``.
+* ``clip-assets-tiny-sigmoid``: the tiny architecture with SigLIP's learnable bias (``init_logit_bias=-10``,
+  ``init_logit_scale=log 10``, as open_clip's SigLIP configs), so a model carries a logit_bias ``b``. Its name
+  avoids "siglip": open_clip's get_tokenizer picks the (downloaded) SigLIP tokenizer for any such name.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import open_clip
 
 TINY = "clip-assets-tiny"
 SMALL = "clip-assets-small"
-TINY_SIGLIP = "clip-assets-tiny-siglip"
+TINY_SIGMOID = "clip-assets-tiny-sigmoid"
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 
 _registered = False
