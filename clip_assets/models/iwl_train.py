@@ -102,13 +102,7 @@ def _read_asset(asset: str, drop: str, home: Path | None, columns: list[str] | N
     return read_partition(asset, drop, home, columns=columns)
 
 
-def load_training_pool(
-    home: Path | None = None, prompt: str | None = None, drops: Sequence[str] | None = None
-) -> TrainingPool:
-    """Join raw_pairs pointers with the stored weights of ``prompt`` (None: the first stored prompt) by uid.
-
-    ``drops``: which drops (default: every drop that has both raw_pairs and importance_weights).
-    """
+def _choose_drops(home: Path | None, drops: Sequence[str] | None) -> list[str]:
     have_w = set(drops_with("importance_weights", home))
     have_raw = set(drops_with("raw_pairs", home))
     if drops:
@@ -118,34 +112,63 @@ def load_training_pool(
                 f"drops {missing} have no raw_pairs or no importance_weights in the warehouse; materialize "
                 f"importance_weights for them first (drops with weights: {sorted(have_w)})"
             )
-        chosen = list(drops)
-    else:
-        chosen = sorted(have_w & have_raw)
+        return list(drops)
+    chosen = sorted(have_w & have_raw)
     if not chosen:
         raise ValueError(
             "no drop has both raw_pairs and importance_weights in the warehouse: materialize raw_pairs, "
             "embeddings and importance_weights for at least one drop first"
         )
-    ptr_tables, lw_parts, model_ids, left_out = [], [], set(), 0
-    a_b: set[tuple[float, float]] = set()
+    return chosen
+
+
+@dataclass
+class _PoolPart:
+    """One drop's weighted pointer rows."""
+
+    pointers: pa.Table
+    log_weight: np.ndarray
+    prompt: str
+    model_ids: set[str]
+    a_b: set[tuple[float, float]]
+    left_out: int
+
+
+def _pool_part(drop: str, home: Path | None, prompt: str | None) -> _PoolPart:
+    """raw_pairs rows of ``drop`` that have a weight for ``prompt`` (None: the first stored), with those weights."""
+    w = _read_asset("importance_weights", drop, home)
+    prompts = list(dict.fromkeys(w.column("prompt").to_pylist()))  # stored (configured) order
+    prompt = prompts[0] if prompt is None else prompt
+    if prompt not in prompts:
+        raise ValueError(f"drop {drop!r} has no importance weights for prompt {prompt!r}; stored prompts: {prompts}")
+    w = w.filter(pc.equal(w.column("prompt"), prompt))
+    raw = _read_asset("raw_pairs", drop, home, columns=POINTER_COLUMNS)
+    lw_by_uid = dict(zip(w.column("uid").to_pylist(), w.column("log_weight").to_numpy(zero_copy_only=False)))
+    uids = raw.column("uid").to_pylist()
+    keep = np.fromiter((u in lw_by_uid for u in uids), dtype=bool, count=len(uids))
+    return _PoolPart(
+        pointers=raw.filter(pa.array(keep)),
+        log_weight=np.array([lw_by_uid[u] for u, k in zip(uids, keep) if k], dtype=np.float64),
+        prompt=prompt,
+        model_ids=set(w.column("model_id").unique().to_pylist()),
+        a_b=set(zip(w.column("a_prime").unique().to_pylist(), w.column("b_prime").unique().to_pylist())),
+        left_out=int((~keep).sum()),
+    )
+
+
+def load_training_pool(
+    home: Path | None = None, prompt: str | None = None, drops: Sequence[str] | None = None
+) -> TrainingPool:
+    """Join raw_pairs pointers with the stored weights of ``prompt`` (None: the first stored prompt) by uid.
+
+    ``drops``: which drops (default: every drop that has both raw_pairs and importance_weights).
+    """
+    chosen = _choose_drops(home, drops)
+    parts: list[_PoolPart] = []
     for d in chosen:
-        w = _read_asset("importance_weights", d, home)
-        prompts = list(dict.fromkeys(w.column("prompt").to_pylist()))  # stored (configured) order
-        if prompt is None:
-            prompt = prompts[0]
-        if prompt not in prompts:
-            raise ValueError(f"drop {d!r} has no importance weights for prompt {prompt!r}; stored prompts: {prompts}")
-        w = w.filter(pc.equal(w.column("prompt"), prompt))
-        model_ids.update(w.column("model_id").unique().to_pylist())
-        a_b.update(zip(w.column("a_prime").unique().to_pylist(), w.column("b_prime").unique().to_pylist()))
-        raw = _read_asset("raw_pairs", d, home, columns=POINTER_COLUMNS)
-        lw_by_uid = dict(zip(w.column("uid").to_pylist(), w.column("log_weight").to_numpy(zero_copy_only=False)))
-        uids = raw.column("uid").to_pylist()
-        keep = np.fromiter((u in lw_by_uid for u in uids), dtype=bool, count=len(uids))
-        left_out += int((~keep).sum())
-        raw = raw.filter(pa.array(keep))
-        ptr_tables.append(raw)
-        lw_parts.append(np.array([lw_by_uid[u] for u, k in zip(uids, keep) if k], dtype=np.float64))
+        parts.append(_pool_part(d, home, prompt if prompt is not None or not parts else parts[0].prompt))
+    model_ids = set().union(*(p.model_ids for p in parts))
+    a_b = set().union(*(p.a_b for p in parts))
     if len(model_ids) > 1:
         raise ValueError(
             f"the importance weights of drops {chosen} come from different reference models {sorted(model_ids)}: "
@@ -154,19 +177,19 @@ def load_training_pool(
     if len(a_b) > 1:
         raise ValueError(f"the importance weights of drops {chosen} use different (a', b'): {sorted(a_b)}; "
                          "re-materialize them with one configuration")
-    pointers = pa.concat_tables(ptr_tables)
+    pointers = pa.concat_tables([p.pointers for p in parts])
     if pointers.num_rows < 2:
         raise ValueError(f"the training pool of drops {chosen} has {pointers.num_rows} weighted pairs; need >= 2")
     a_prime, b_prime = next(iter(a_b))
     return TrainingPool(
         pointers=pointers,
-        log_weight=np.concatenate(lw_parts),
-        prompt=str(prompt),
+        log_weight=np.concatenate([p.log_weight for p in parts]),
+        prompt=parts[0].prompt,
         drops=chosen,
         reference_model_id=str(next(iter(model_ids))),
         a_prime=float(a_prime),
         b_prime=float(b_prime),
-        left_out=left_out,
+        left_out=sum(p.left_out for p in parts),
     )
 
 

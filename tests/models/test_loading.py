@@ -7,8 +7,10 @@ import shutil
 import time
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+from huggingface_hub import constants
 from PIL import Image
 
 from clip_assets.models import small
@@ -88,8 +90,6 @@ def test_unknown_pretrained_tag_lists_known_tags():
 def test_hub_tag_not_in_cache_fails_at_once(monkeypatch, tmp_path):
     # The real call into open_clip / huggingface_hub with an empty hub cache; HF_HUB_OFFLINE unset, so the load
     # runs offline (never reaching a hub) and fails at once instead of retrying.
-    from huggingface_hub import constants
-
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     t0 = time.perf_counter()
@@ -117,8 +117,6 @@ def test_checkpoint_roundtrip_same_outputs(trained20):
     # the folder works too, and so does open_clip's own local-dir loader (hub format)
     lm_dir = load_model(ModelSpec(name="anything", checkpoint=str(res.checkpoint_dir), device="cpu"))
     assert torch.equal(lm_dir.encode_images(x), lm.encode_images(x))
-    import open_clip
-
     m = open_clip.create_model(f"local-dir:{res.checkpoint_dir}").eval()
     with torch.no_grad():
         assert torch.allclose(torch.nn.functional.normalize(m.encode_image(x), dim=-1), lm.encode_images(x), atol=1e-6)
