@@ -14,7 +14,7 @@ from huggingface_hub import constants
 from PIL import Image
 
 from clip_assets.models import small
-from clip_assets.models.loading import ModelLoadError, ModelSpec, load_model
+from clip_assets.models.loading import ModelLoadError, ModelSpec, hub_offline, load_model
 from clip_assets.models.train import TrainConfig, train_contrastive
 from clip_assets.world import write_drops
 
@@ -161,3 +161,14 @@ def test_logit_scale_recorded_matches_model(trained20):
     a = float(trained20.loaded.model.logit_scale.exp())
     assert trained20.model_id["logit_scale"] == pytest.approx(a)
     assert math.isfinite(a) and 1.0 <= a <= 100.0
+
+
+def test_hub_offline_policy_respects_the_users_setting(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with hub_offline() as offline:  # not set by the user: offline during the load
+        assert offline and constants.HF_HUB_OFFLINE is True
+    assert constants.HF_HUB_OFFLINE is False  # restored
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user allows downloads
+    with hub_offline() as offline:
+        assert not offline and constants.HF_HUB_OFFLINE is False
