@@ -157,3 +157,16 @@ def test_relanded_drop_heals_stale_shard_outputs(lm, tmp_path):
     assert again.removed == ["00002"] and again.written == ["00001"] and again.skipped == ["00000"]
     assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     assert _emb(out / "part-00001.parquet")[0] == changed.column("uid").to_pylist()
+
+
+def test_torch_path_retries_jpegs_alone_and_names_the_one_that_fails(lm, tmp_path):
+    good = SAMPLES["a.jpg"]
+    bad = good[: len(good) // 2]  # truncated: neither decode_jpeg nor Pillow reads it
+    tp = TensorPreprocess(lm.preprocess_cfg, lm.device)
+    as_t = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in (good, bad, good)]
+    got = tp._jpegs(as_t)  # the batched call fails; each JPEG is retried alone
+    assert got[0] is not None and got[1] is None and torch.equal(got[0], got[2])
+    ptr = _pointer_table(tmp_path, {"ok.jpg": good, "cut.jpg": bad})
+    with pytest.raises(RuntimeError, match="shard 00000: cannot decode image of uid 00000-cut.jpg"):
+        embed_drop([ptr], lm, tmp_path / "out", decode="torch", workers=0)
+    assert not (tmp_path / "out" / "part-00000.parquet").exists()
