@@ -18,8 +18,6 @@ alternate so that drifting load on a shared machine affects both alike. Shards a
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import statistics
 import sys
@@ -35,16 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clip_assets.io.drops import index_shard  # noqa: E402
+from clip_assets.io.commit import publishing, write_json, write_text  # noqa: E402
+from clip_assets.io.drops import add_tar_member, index_shard  # noqa: E402
+from clip_assets.io.images import decode_rgb  # noqa: E402
 from clip_assets.models.embed import TensorPreprocess, embed_drop  # noqa: E402
 from clip_assets.models.loading import ModelSpec, load_model  # noqa: E402
+from clip_assets.world import World  # noqa: E402
+from clip_assets.world.render import encode_image, render_shape  # noqa: E402
 
 
 def write_shards(out: Path, pairs: int, image_size: int, shard_size: int, image_format: str, seed: int = 0) -> Path:
-    """Synthetic webdataset shards of rendered shapes at ``image_size`` px (jpg quality 90)."""
-    from clip_assets.world import World
-    from clip_assets.world.render import encode_image, render_shape
-
+    """Synthetic webdataset shards of rendered shapes at ``image_size`` px (jpg quality 90), published atomically."""
     drop = out / f"bench-{pairs}-{image_size}-{image_format}"
     if (drop / "_SUCCESS").exists():
         return drop
@@ -55,19 +54,15 @@ def write_shards(out: Path, pairs: int, image_size: int, shard_size: int, image_
     vocab = world.vocabulary
     for s0 in range(0, pairs, shard_size):
         shard = s0 // shard_size
-        tmp = drop / f".{shard:05d}.tar.tmp"
-        with tarfile.open(tmp, "w") as tar:
+        with publishing(drop / f"{shard:05d}.tar") as tmp, tarfile.open(tmp, "w") as tar:
             for i in range(s0, min(pairs, s0 + shard_size)):
                 z = int(sample.latent[i])
                 names = world.latent_names(max(z, 0))
                 px = render_shape(names["shape"], names["colour"], names["size"], rng, image_size=image_size)
                 key = f"{shard:05d}{i - s0:04d}"
-                for ext, data in ((image_format, encode_image(px, image_format)), ("txt", vocab[sample.caption[i]].encode())):
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, drop / f"{shard:05d}.tar")
-    (drop / "_SUCCESS").write_text("")
+                add_tar_member(tar, f"{key}.{image_format}", encode_image(px, image_format))
+                add_tar_member(tar, f"{key}.txt", vocab[sample.caption[i]].encode())
+    write_text(drop / "_SUCCESS", "")
     return drop
 
 
@@ -77,8 +72,6 @@ def pointer_tables(drop: Path):
 
 def predecode(tables, lm, batch_size: int, mode: str):
     """The batches embed_drop would feed the model, as device tensors (images) + tokens."""
-    from PIL import Image
-
     tpp = TensorPreprocess(lm.preprocess_cfg, lm.device) if mode == "torch" else None
     dtype = torch.float16 if lm.device.type == "cuda" else torch.float32
     batches = []
@@ -93,9 +86,9 @@ def predecode(tables, lm, batch_size: int, mode: str):
                     fh.seek(cols["offset"][i])
                     datas.append(fh.read(cols["size"][i]))
                 if tpp is not None:
-                    x = tpp([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], cols["image_format"][lo:hi])
+                    x = tpp([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas])
                 else:
-                    x = torch.stack([lm.preprocess(Image.open(io.BytesIO(d)).convert("RGB")) for d in datas])
+                    x = torch.stack([lm.preprocess(decode_rgb(d)) for d in datas])
                 batches.append((x.to(lm.device, dtype=dtype), lm.tokenizer(cols["caption"][lo:hi]).to(lm.device)))
     return batches
 
@@ -115,7 +108,7 @@ def time_forward(lm, batches) -> float:
     return time.perf_counter() - t
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ViT-B-32", help="open_clip name (random init unless --pretrained/--checkpoint)")
     ap.add_argument("--pretrained", default=None)
@@ -134,8 +127,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip_assets_bench_embed"))
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
     cuda = a.device.startswith("cuda") or (a.device == "auto" and torch.cuda.is_available())
     pairs = a.pairs or (50_000 if cuda else 256)
     batch_size = a.batch_size or (1024 if cuda else 64)
@@ -172,6 +168,13 @@ def main(argv=None) -> int:
         e2e.append(res.rows_written / (time.perf_counter() - t))
     del batches
 
+    report(lm, mode, workers, batch_size, pairs, a, fwd, e2e)
+    return 0
+
+
+def report(lm, mode: str, workers: int, batch_size: int, pairs: int, a: argparse.Namespace, fwd: list[float],
+           e2e: list[float]) -> None:
+    """Print the table row (and write it as JSON when asked)."""
     f_med, e_med = statistics.median(fwd), statistics.median(e2e)
     row = {
         "model": lm.model_id_str,
@@ -198,8 +201,7 @@ def main(argv=None) -> int:
     print("  ".join(str(row[c]).rjust(w) for c, w in zip(cols, widths)))
     print(f"# runs: forward {row['forward_runs']}  end-to-end {row['end_to_end_runs']} (images/s, median of {a.runs})")
     if a.json:
-        Path(a.json).write_text(json.dumps(row, indent=2))
-    return 0
+        write_json(a.json, row)
 
 
 if __name__ == "__main__":

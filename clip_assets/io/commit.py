@@ -328,3 +328,12 @@ def publishing(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove(path: str | os.PathLike) -> bool:
+    """Unpublish one file (a single unlink, so a reader sees it or not); False when it was not there."""
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        return False
+    return True

@@ -78,8 +78,8 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageCheck:
     return ImageCheck(fmt, w, h)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB view of ``im``; 16-bit grey is scaled to 8 bits (Pillow's convert would clip it to white)."""
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """8-bit RGB of ``im``; 16-bit grey is scaled from its full range (Pillow's convert would clip it to white)."""
     if im.mode in _SIXTEEN_BIT_MODES:
         arr = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
@@ -87,12 +87,19 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def decode_rgb(data: bytes) -> Image.Image:
+    """Encoded image bytes (any format Pillow reads; the first frame of an animation) -> 8-bit RGB image."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.seek(0)
+        return to_rgb8(im)
+
+
 def decode_resize(data: bytes, size: int) -> np.ndarray:
     """Image bytes -> (S, S, 3) uint8: RGB, shortest side resized to ``size`` (bicubic), centre crop.
 
     The same geometry as open_clip's eval transform (``resize_mode='shortest'``, bicubic)."""
     with Image.open(io.BytesIO(data)) as im:
-        im = _to_rgb(im)
+        im = to_rgb8(im)
         w, h = im.size
         if (w, h) != (size, size):
             scale = size / min(w, h)

@@ -2,19 +2,19 @@
 
 ``<home>/models/contrastive_model/card.json`` holds the :class:`~clip_assets.models.loading.ModelSpec` to load
 (a pretrained name + tag, or a local checkpoint path) and the resulting model id. The ``contrastive_model`` asset
-writes it (atomically); ``embeddings``, ``importance_weights`` and the rest read it, so they always use the model
+writes it (atomically, :func:`clip_assets.io.commit.write_json`); ``embeddings``, ``importance_weights`` and the rest read it, so they always use the model
 that Dagster's lineage shows upstream of them.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from clip_assets.config import models_dir
+from clip_assets.io.commit import write_json
+from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
 
 CARD_DIR = "contrastive_model"
 
@@ -25,13 +25,9 @@ def card_path(home: Path | None = None) -> Path:
 
 def write_card(spec: dict[str, Any], model_id: dict[str, Any], model_id_str: str, extra: dict | None = None,
                home: Path | None = None) -> Path:
-    path = card_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".card.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({"spec": spec, "model_id": model_id, "model_id_str": model_id_str,
-                               **(extra or {})}, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    """Publish the card (atomically, through the commit layer)."""
+    card = {"spec": spec, "model_id": model_id, "model_id_str": model_id_str, **(extra or {})}
+    return write_json(card_path(home), card)
 
 
 def read_card(home: Path | None = None) -> dict[str, Any]:
@@ -43,10 +39,8 @@ def read_card(home: Path | None = None) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_current_model(home: Path | None = None, **overrides):
+def load_current_model(home: Path | None = None, **overrides) -> LoadedModel:
     """Load the model the card names; ``overrides`` replace spec fields (device, precision, batch_size, workers)."""
-    from clip_assets.models.loading import ModelSpec, load_model
-
     spec = dict(read_card(home)["spec"])
     spec.update({k: v for k, v in overrides.items() if v is not None})
     return load_model(ModelSpec(**spec))

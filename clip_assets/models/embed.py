@@ -1,7 +1,7 @@
 """Embed image-text pairs through raw_pairs' byte pointers into per-shard Parquet (resumable, memory bounded).
 
 Input: raw_pairs rows of one drop (a folder of ``part-<shard>.parquet`` files, or a list of per-shard tables):
-``uid, shard, caption, image_format, tar_path, offset, size`` (image bytes = ``tar_path[offset:offset+size]``).
+``uid, shard, caption, tar_path, offset, size`` (image bytes = ``tar_path[offset:offset+size]``).
 
 Output: ``<out_dir>/part-<shard>.parquet`` per input shard, rows in input order, written atomically::
 
@@ -13,24 +13,31 @@ Output: ``<out_dir>/part-<shard>.parquet`` per input shard, rows in input order,
 Pipeline (one pass over the drop, shard by shard, batch by batch):
 
 * DataLoader workers (``workers``; 0 = in process) take whole shards round-robin, read the image bytes through
-  the pointers and tokenize the captions, and either decode + preprocess with the model's own open_clip eval
-  transform (``decode="pil"``) or ship the raw bytes (``decode="torch"``);
-* ``decode="torch"``: the main process decodes a batch with ``torchvision.io.decode_jpeg`` *on the model's device*
-  (nvJPEG on CUDA; PNG/WebP go through ``decode_image`` on CPU), then resizes (shortest side, bicubic, antialias),
-  centre-crops and normalises there. ``decode="auto"`` picks "torch" on CUDA and "pil" on CPU;
+  the pointers and tokenize the captions (each cut to ``CAPTION_CHARS_PER_TOKEN`` characters per context token
+  first, so a 10 MB caption costs what a long sentence does), and either decode + preprocess with the model's own
+  open_clip eval transform (``decode="pil"``) or ship the raw bytes (``decode="torch"``);
+* the image format is read from the bytes (magic numbers, :func:`sniff_format`), never from the file extension;
+* ``decode="torch"``: the main process decodes the batch's real JPEGs with ``torchvision.io.decode_jpeg`` *on the
+  model's device* (nvJPEG on CUDA) and every other sample (PNG, GIF, BMP, TIFF, WebP -- animated ones by their
+  first frame -- or a JPEG that decode_jpeg refuses) with Pillow, one sample at a time; then resizes (shortest
+  side, bicubic, antialias), centre-crops and normalises there. ``decode="auto"`` picks "torch" on CUDA and "pil"
+  on CPU. Both paths read 16-bit images at their full range (scaled to 8 bits, :func:`clip_assets.io.images.to_rgb8`);
 * the model runs under ``torch.inference_mode`` (autocast on CUDA with the chosen precision); embeddings are
   L2-normalised in float32 and stored as float16;
 * a shard's file is written as soon as its last batch is done. Memory holds at most ~``workers + 1`` shards'
   embeddings plus the DataLoader prefetch, whatever the drop size.
 
-Resumable: a shard whose output exists and is valid (same row count, same uids in the same order, same model id,
-same dimension) is skipped, so a killed run re-run recomputes only the missing shards; batches are formed per
-shard from its first row, so results do not depend on which shards were skipped.
+Resumable and self-healing: a shard whose output exists and is valid (same row count, same uids in the same
+order, same model id, same dimension) is skipped, so a killed run re-run recomputes only the missing shards, and
+a shard whose uids changed (a drop re-landed with other contents) is recomputed; output files of shards no longer
+in the input are removed. Batches are formed per shard from its first row, so results do not depend on which
+shards were skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -44,16 +51,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from clip_assets.io.commit import write_table
+from clip_assets.io.commit import remove, write_table
 from clip_assets.io.drops import read_pointer
+from clip_assets.io.images import decode_rgb, sniff_format
 from clip_assets.models.loading import LoadedModel, torch_threads
 
-POINTER_COLUMNS = ("uid", "caption", "image_format", "tar_path", "offset", "size")
+POINTER_COLUMNS = ("uid", "caption", "tar_path", "offset", "size")
 _PART_RE = re.compile(r"^part-(.+)\.parquet$")
 META_MODEL_ID = b"clip_assets.model_id"
 META_MODEL = b"clip_assets.model"
 DECODE_MODES = ("auto", "pil", "torch")
+CAPTION_CHARS_PER_TOKEN = 64  # a caption is cut to 64 x context_length characters before tokenization
 
 ProgressFn = Callable[[int, int, float], Any]  # (shards_done, shards_total, images_per_s)
 
@@ -85,6 +97,7 @@ class EmbedResult:
     files: list[Path] = field(default_factory=list)  # every shard's output, in shard order
     written: list[str] = field(default_factory=list)  # shard ids computed this run
     skipped: list[str] = field(default_factory=list)  # shard ids whose valid output was kept
+    removed: list[str] = field(default_factory=list)  # shard ids whose output was removed (not in the input)
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -92,11 +105,22 @@ class EmbedResult:
             "shards_total": self.shards_total,
             "shards_written": self.shards_written,
             "shards_skipped": self.shards_skipped,
+            "shards_removed": len(self.removed),
             "rows_total": self.rows_total,
             "rows_written": self.rows_written,
             "seconds": round(self.seconds, 3),
             "images_per_s": round(self.images_per_s, 1),
         }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# samples: image bytes and captions
+
+
+def cut_captions(captions: Sequence[str], context_length: int) -> list[str]:
+    """Each caption cut to ``CAPTION_CHARS_PER_TOKEN * context_length`` characters (the tokenizer's cost bound)."""
+    limit = CAPTION_CHARS_PER_TOKEN * int(context_length)
+    return [c if len(c) <= limit else c[:limit] for c in captions]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -131,9 +155,7 @@ def _shard_of_table(t: pa.Table, fallback: str | None) -> str:
     return fallback
 
 
-def _collect_shards(source: Any, out_dir: Path) -> list[_Shard]:
-    """raw_pairs folder / list of Parquet paths / list of tables -> shard descriptors (no row data held)."""
-    items: list[Any]
+def _input_items(source: Any) -> list[Any]:
     if isinstance(source, (str, os.PathLike)):
         folder = Path(source)
         if not folder.is_dir():
@@ -141,38 +163,38 @@ def _collect_shards(source: Any, out_dir: Path) -> list[_Shard]:
         items = sorted(p for p in folder.iterdir() if p.is_file() and _PART_RE.match(p.name))
         if not items:
             raise FileNotFoundError(f"no part-<shard>.parquet files in {folder}")
-    elif isinstance(source, (pa.Table,)) or hasattr(source, "to_arrow"):
-        items = [source]
+        return items
+    if isinstance(source, pa.Table) or hasattr(source, "to_arrow"):
+        return [source]
+    return list(source)
+
+
+def _describe(i: int, item: Any, out_dir: Path) -> _Shard:
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        m = _PART_RE.match(path.name)
+        cols = ["uid", "shard"] if "shard" in pq.read_schema(path).names else ["uid"]
+        uids_tbl = pq.read_table(path, columns=cols)
+        shard, src = _shard_of_table(uids_tbl, m.group(1) if m else None), path
     else:
-        items = list(source)
-    shards: list[_Shard] = []
-    for i, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            path = Path(item)
-            m = _PART_RE.match(path.name)
-            uids_tbl = pq.read_table(path, columns=["uid", "shard"] if _has_col(path, "shard") else ["uid"])
-            shard = _shard_of_table(uids_tbl, m.group(1) if m else None)
-            src: Any = path
-        else:
-            tbl = _as_arrow(item)
-            missing = [c for c in POINTER_COLUMNS if c not in tbl.column_names]
-            if missing:
-                raise ValueError(f"shard table {i} lacks raw_pairs columns {missing}")
-            shard = _shard_of_table(tbl, f"{i:05d}")
-            uids_tbl = tbl.select(["uid"])
-            src = tbl.select(list(POINTER_COLUMNS))
-        shards.append(_Shard(shard, src, out_dir / f"part-{shard}.parquet", uids_tbl.num_rows, _uid_digest(uids_tbl)))
-        del uids_tbl
+        tbl = _as_arrow(item)
+        missing = [c for c in POINTER_COLUMNS if c not in tbl.column_names]
+        if missing:
+            raise ValueError(f"shard table {i} lacks raw_pairs columns {missing}")
+        shard, src = _shard_of_table(tbl, f"{i:05d}"), tbl.select(list(POINTER_COLUMNS))
+        uids_tbl = tbl.select(["uid"])
+    return _Shard(shard, src, out_dir / f"part-{shard}.parquet", uids_tbl.num_rows, _uid_digest(uids_tbl))
+
+
+def _collect_shards(source: Any, out_dir: Path) -> list[_Shard]:
+    """raw_pairs folder / list of Parquet paths / list of tables -> shard descriptors (no row data held)."""
+    shards = [_describe(i, item, out_dir) for i, item in enumerate(_input_items(source))]
     seen: set[str] = set()
     for s in shards:
         if s.shard in seen:
             raise ValueError(f"shard {s.shard!r} appears twice in the input")
         seen.add(s.shard)
     return shards
-
-
-def _has_col(path: Path, col: str) -> bool:
-    return col in pq.read_schema(path).names
 
 
 def _uid_digest(t: pa.Table | Sequence[str]) -> str:
@@ -182,11 +204,6 @@ def _uid_digest(t: pa.Table | Sequence[str]) -> str:
         h.update(str(u).encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def shard_output_valid(out_path: str | os.PathLike, uids: Sequence[str], model_id: str, dim: int | None = None) -> bool:
-    """True if ``out_path`` is a complete embeddings file for exactly these uids (in order) and this model."""
-    return _output_valid(out_path, len(uids), _uid_digest(uids), model_id, dim)
 
 
 def _output_valid(out_path: str | os.PathLike, n_rows: int, digest: str, model_id: str, dim: int | None) -> bool:
@@ -207,6 +224,17 @@ def _output_valid(out_path: str | os.PathLike, n_rows: int, digest: str, model_i
         return False
 
 
+def _remove_stale(out_dir: Path, shards: list[_Shard]) -> list[str]:
+    """Remove (through the commit layer) output files of shards that are not in the input; their shard ids."""
+    keep = {s.out_path.name for s in shards}
+    removed = []
+    for p in sorted(out_dir.iterdir()):
+        m = _PART_RE.match(p.name)
+        if m and p.name not in keep and remove(p):
+            removed.append(m.group(1))
+    return removed
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # worker side
 
@@ -214,12 +242,14 @@ def _output_valid(out_path: str | os.PathLike, n_rows: int, digest: str, model_i
 class _ShardBatches(torch.utils.data.IterableDataset):
     """Yields batches of whole shards; worker k takes shards k, k + n_workers, ..."""
 
-    def __init__(self, shards: list[_Shard], batch_size: int, mode: str, preprocess: Callable, tokenizer: Callable):
+    def __init__(self, shards: list[_Shard], batch_size: int, mode: str, preprocess: Callable, tokenizer: Callable,
+                 context_length: int):
         self.shards = [(s.shard, s.source) for s in shards]
         self.batch_size = batch_size
         self.mode = mode
         self.preprocess = preprocess
         self.tokenizer = tokenizer
+        self.context_length = context_length
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -246,36 +276,29 @@ class _ShardBatches(torch.utils.data.IterableDataset):
             "batch": b,
             "n_batches": n_batches,
             "uids": cols["uid"][lo:hi],
-            "tokens": self.tokenizer(cols["caption"][lo:hi]),
+            "tokens": self.tokenizer(cut_captions(cols["caption"][lo:hi], self.context_length)),
         }
         if self.mode == "pil":
-            imgs = []
-            for j, d in enumerate(datas):
-                try:
-                    imgs.append(_pil_preprocess(self.preprocess, d))
-                except Exception as e:
-                    i = lo + j
-                    raise RuntimeError(
-                        f"shard {shard}: cannot decode image of uid {cols['uid'][i]} ({cols['tar_path'][i]} at byte "
-                        f"{cols['offset'][i]}, {cols['size'][i]} bytes): {type(e).__name__}: {e}. raw_pairs should "
-                        f"only point at images that decoded at ingestion; re-ingest this drop"
-                    ) from e
-            out["images"] = torch.stack(imgs)
+            where = [f"{cols['tar_path'][i]} at byte {cols['offset'][i]}, {cols['size'][i]} bytes" for i in range(lo, hi)]
+            out["images"] = torch.stack([
+                _decode_or_explain(lambda d=d: self.preprocess(decode_rgb(d)), shard, uid, w)
+                for d, uid, w in zip(datas, out["uids"], where)
+            ])
         else:
             # one contiguous blob per batch: a single shared-memory tensor crosses the worker queue, not B small ones
             out["blob"] = torch.frombuffer(bytearray(b"".join(datas)), dtype=torch.uint8) if datas else torch.empty(0, dtype=torch.uint8)
             out["lengths"] = [len(d) for d in datas]
-            out["formats"] = cols["image_format"][lo:hi]
         return out
 
 
-def _pil_preprocess(preprocess: Callable, data: bytes) -> torch.Tensor:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return preprocess(im.convert("RGB"))
+def _decode_or_explain(decode: Callable[[], torch.Tensor], shard: str, uid: str, where: str) -> torch.Tensor:
+    try:
+        return decode()
+    except Exception as e:
+        raise RuntimeError(
+            f"shard {shard}: cannot decode image of uid {uid} ({where}): {type(e).__name__}: {e}. raw_pairs should "
+            f"only point at images that decoded at ingestion; re-ingest this drop"
+        ) from e
 
 
 def _collate(batch: dict[str, Any]) -> dict[str, Any]:
@@ -290,9 +313,11 @@ class TensorPreprocess:
     """Decode + resize + crop + normalise a batch of encoded images with torch ops on ``device``.
 
     Mirrors open_clip's eval transform for ``resize_mode`` "shortest" (resize shortest side, bicubic, centre crop)
-    and "squash" (resize to size x size); JPEGs are decoded by ``torchvision.io.decode_jpeg`` on the device in one
-    batched call (nvJPEG on CUDA), other formats by ``decode_image`` on CPU. Pixel values can differ from Pillow's
-    by a few levels (different JPEG IDCT and bicubic kernels); embeddings agree to ~1e-2 cosine.
+    and "squash" (resize to size x size). Real JPEGs (by magic number) are decoded by
+    ``torchvision.io.decode_jpeg`` on the device in one batched call (nvJPEG on CUDA); when that call fails, each
+    JPEG is retried alone, and whatever decode_jpeg refuses, like every other format, is decoded by Pillow
+    (:func:`decode_rgb`). Pixel values can differ from Pillow's by a few levels (different JPEG IDCT and bicubic
+    kernels); embeddings agree to ~1e-2 cosine.
     """
 
     def __init__(self, preprocess_cfg: dict[str, Any], device: torch.device):
@@ -306,22 +331,38 @@ class TensorPreprocess:
         self.mean = torch.tensor(preprocess_cfg["mean"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(preprocess_cfg["std"], dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
-    def decode(self, datas: list[torch.Tensor], formats: Sequence[str]) -> list[torch.Tensor]:
-        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    def _pil(self, data: torch.Tensor) -> torch.Tensor:
+        arr = np.asarray(decode_rgb(data.numpy().tobytes()))  # (H, W, 3) uint8
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).to(self.device, non_blocking=True)
 
+    def _jpegs(self, datas: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """decode_jpeg on the device, batched; on failure one by one; None where decode_jpeg refuses a sample."""
+        try:
+            return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device))
+        except Exception:
+            out: list[torch.Tensor | None] = []
+            for d in datas:
+                try:
+                    out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device))
+                except Exception:
+                    out.append(None)
+            return out
+
+    def decode(self, datas: list[torch.Tensor], uids: Sequence[str] | None = None, shard: str = "-"
+               ) -> list[torch.Tensor]:
+        """(3, H, W) uint8 images on the device, one per encoded sample, format read from the bytes."""
         out: list[torch.Tensor | None] = [None] * len(datas)
-        jpg = [i for i, f in enumerate(formats) if f in ("jpg", "jpeg")]
-        if jpg:
-            dec = decode_jpeg([datas[i] for i in jpg], mode=ImageReadMode.RGB, device=self.device)
-            for i, img in zip(jpg, dec):
-                out[i] = img
-        for i, f in enumerate(formats):
-            if out[i] is None:
-                out[i] = decode_image(datas[i], mode=ImageReadMode.RGB).to(self.device, non_blocking=True)
+        jpg = [i for i, d in enumerate(datas) if sniff_format(d[:12].numpy().tobytes()) == "jpg"]
+        for i, img in zip(jpg, self._jpegs([datas[i] for i in jpg]) if jpg else []):
+            out[i] = img
+        for i, img in enumerate(out):
+            if img is None:
+                uid = uids[i] if uids is not None else f"#{i}"
+                out[i] = _decode_or_explain(lambda i=i: self._pil(datas[i]), shard, uid, f"{len(datas[i])} bytes")
         return out  # type: ignore[return-value]
 
-    def __call__(self, datas: list[torch.Tensor], formats: Sequence[str]) -> torch.Tensor:
-        imgs = self.decode(datas, formats)
+    def __call__(self, datas: list[torch.Tensor], uids: Sequence[str] | None = None, shard: str = "-") -> torch.Tensor:
+        imgs = self.decode(datas, uids, shard)
         batch = torch.empty((len(imgs), 3, self.size, self.size), dtype=torch.float32, device=self.device)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(imgs):
@@ -332,8 +373,6 @@ class TensorPreprocess:
         return (batch / 255.0 - self.mean) / self.std
 
     def _resize_crop(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        import torch.nn.functional as F
-
         s = self.size
         if self.resize_mode == "squash":
             nh, nw = s, s
@@ -351,15 +390,7 @@ class TensorPreprocess:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# main entry points
-
-
-def _resolve_mode(decode: str, loaded: LoadedModel) -> str:
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
-    if decode == "auto":
-        return "torch" if loaded.device.type == "cuda" else "pil"
-    return decode
+# host side: collect batches per shard, write a shard when complete
 
 
 def _to_fixed_list(x: np.ndarray) -> pa.Array:
@@ -385,6 +416,79 @@ def _shard_table(uids: list[str], img: np.ndarray, txt: np.ndarray, loaded: Load
     )
 
 
+@dataclass
+class _Computed:
+    """One batch's embeddings on the host (or being copied there: wait on ``event``)."""
+
+    shard: str
+    batch: int
+    n_batches: int
+    uids: list[str]
+    img: torch.Tensor
+    txt: torch.Tensor
+    event: Any = None
+
+
+class _ShardWriter:
+    """Collects computed batches per shard and writes each shard's file when its last batch arrives."""
+
+    def __init__(self, shards: list[_Shard], loaded: LoadedModel, total: int, done: int, progress: ProgressFn | None):
+        self.by_shard = {s.shard: s for s in shards}
+        self.loaded = loaded
+        self.total, self.done = total, done
+        self.progress = progress
+        self.pending: dict[str, dict[int, _Computed]] = {}
+        self.written: list[str] = []
+        self.rows_written = 0
+        self.t_start = time.perf_counter()
+
+    def write_empty(self, shards: list[_Shard]) -> None:
+        empty = np.zeros((0, self.loaded.embed_dim), dtype=np.float16)
+        for s in shards:
+            self._publish(s, [], empty, empty)
+
+    def add(self, item: _Computed) -> None:
+        if item.event is not None:
+            item.event.synchronize()
+        parts = self.pending.setdefault(item.shard, {})
+        parts[item.batch] = item
+        if len(parts) < item.n_batches:
+            return
+        order = [parts[i] for i in range(item.n_batches)]
+        uids = [u for p in order for u in p.uids]
+        s = self.by_shard[item.shard]
+        if len(uids) != s.n_rows or _uid_digest(uids) != s.uid_digest:  # input changed under us
+            raise RuntimeError(f"shard {s.shard}: rows read ({len(uids)}) do not match its uids ({s.n_rows})")
+        del self.pending[item.shard]
+        self._publish(s, uids, np.concatenate([p.img.numpy() for p in order]),
+                      np.concatenate([p.txt.numpy() for p in order]))
+
+    def _publish(self, s: _Shard, uids: list[str], img: np.ndarray, txt: np.ndarray) -> None:
+        write_table(s.out_path, _shard_table(uids, img, txt, self.loaded))
+        self.written.append(s.shard)
+        self.rows_written += len(uids)
+        self.done += 1
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.t_start
+            self.progress(self.done, self.total, self.rows_written / elapsed if uids and elapsed > 0 else 0.0)
+
+    def check_complete(self) -> None:
+        if self.pending:  # pragma: no cover - a worker ended early
+            raise RuntimeError(f"shards {sorted(self.pending)} did not receive all their batches")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main entry points
+
+
+def _resolve_mode(decode: str, loaded: LoadedModel) -> str:
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    if decode == "auto":
+        return "torch" if loaded.device.type == "cuda" else "pil"
+    return decode
+
+
 def embed_drop(
     source: str | os.PathLike | Sequence[Any],
     loaded: LoadedModel,
@@ -402,7 +506,8 @@ def embed_drop(
         source: the drop's raw_pairs folder (``part-*.parquet``), or a sequence of per-shard tables (pyarrow or
             polars) / Parquet paths. Each table holds ONE shard (its ``shard`` column, else its position).
         loaded: the model (:func:`clip_assets.models.loading.load_model`).
-        out_dir: output folder (e.g. ``partition_dir("embeddings", drop, home)``).
+        out_dir: output folder (e.g. ``partition_dir("embeddings", drop, home)``); files of shards not in
+            ``source`` are removed from it.
         progress: called after each shard as ``progress(shards_done, shards_total, images_per_s)``; skipped
             shards count as done. An exception raised there stops the run (files written so far stay valid).
         batch_size / workers: override ``loaded.spec.batch_size`` / ``loaded.spec.workers``.
@@ -410,178 +515,91 @@ def embed_drop(
             device; testable on CPU).
         force: recompute every shard even when its output is valid.
     """
+    t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards = _collect_shards(source, out_dir)
-    return _run(shards, loaded, progress, batch_size=batch_size, workers=workers, decode=decode, force=force)
-
-
-def _run(
-    shards: list[_Shard],
-    loaded: LoadedModel,
-    progress: ProgressFn | None,
-    *,
-    batch_size: int | None,
-    workers: int | None,
-    decode: str,
-    force: bool,
-) -> EmbedResult:
-    with torch_threads(loaded.spec.threads):
-        return _run_threads_set(shards, loaded, progress, batch_size, workers, decode, force)
-
-
-def _run_threads_set(shards, loaded, progress, batch_size, workers, decode, force) -> EmbedResult:
-    t0 = time.perf_counter()
     bs = int(batch_size or loaded.spec.batch_size)
     nw = int(loaded.spec.workers if workers is None else workers)
     if bs < 1 or nw < 0:
         raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {bs}, {nw}")
     mode = _resolve_mode(decode, loaded)
-    total = len(shards)
-    model_id = loaded.model_id_str
-    todo: list[_Shard] = []
-    skipped: list[str] = []
-    for s in shards:
-        if not force and _output_valid(s.out_path, s.n_rows, s.uid_digest, model_id, loaded.embed_dim):
-            skipped.append(s.shard)
-        else:
-            todo.append(s)
-    done = len(skipped)
-    written: list[str] = []
-    rows_written = 0
-
-    # empty shards need no model
-    for s in [s for s in todo if s.n_rows == 0]:
-        empty = np.zeros((0, loaded.embed_dim), dtype=np.float16)
-        write_table(s.out_path, _shard_table([], empty, empty, loaded))
-        written.append(s.shard)
-        done += 1
-        if progress is not None:
-            progress(done, total, 0.0)
-    todo = [s for s in todo if s.n_rows > 0]
-
-    if todo:
-        t_start = time.perf_counter()
-        ds = _ShardBatches(todo, bs, mode, loaded.preprocess, loaded.tokenizer)
-        loader = torch.utils.data.DataLoader(
-            ds,
-            batch_size=None,
-            collate_fn=_collate,
-            num_workers=min(nw, len(todo)),
-            pin_memory=loaded.device.type == "cuda",
-            prefetch_factor=4 if nw > 0 else None,
-            persistent_workers=False,
-        )
-        tensor_pp = TensorPreprocess(loaded.preprocess_cfg, loaded.device) if mode == "torch" else None
-        by_shard = {s.shard: s for s in todo}
-        pending: dict[str, dict[int, tuple[np.ndarray, np.ndarray, list[str]]]] = {}
-        loaded.model.eval()
-        on_cuda = loaded.device.type == "cuda"
-
-        def finish(item: tuple) -> None:
-            """Host side of one computed batch: collect it; write its shard when complete."""
-            nonlocal done, rows_written
-            shard, b_idx, n_batches, uids_b, img_h, txt_h, event = item
-            if event is not None:
-                event.synchronize()
-            parts = pending.setdefault(shard, {})
-            parts[b_idx] = (img_h.numpy(), txt_h.numpy(), uids_b)
-            if len(parts) < n_batches:
-                return
-            order = [parts[i] for i in range(n_batches)]
-            uids = [u for p in order for u in p[2]]
-            s = by_shard[shard]
-            if len(uids) != s.n_rows or _uid_digest(uids) != s.uid_digest:  # input changed under us
-                raise RuntimeError(f"shard {shard}: rows read ({len(uids)}) do not match its uids ({s.n_rows})")
-            img = np.concatenate([p[0] for p in order])
-            txt = np.concatenate([p[1] for p in order])
-            write_table(s.out_path, _shard_table(uids, img, txt, loaded))
-            del pending[shard]
-            written.append(shard)
-            rows_written += len(uids)
-            done += 1
-            if progress is not None:
-                elapsed = time.perf_counter() - t_start
-                progress(done, total, rows_written / elapsed if elapsed > 0 else 0.0)
-
-        with torch.inference_mode():
-            inflight = None
-            for batch in loader:
-                if tensor_pp is not None:
-                    images = tensor_pp(list(torch.split(batch["blob"], batch["lengths"])), batch["formats"])
-                else:
-                    images = batch["images"]
-                img = loaded.encode_images(images).to(torch.float16)  # (B, d) unit, on device
-                txt = loaded.encode_texts(batch["tokens"]).to(torch.float16)  # (B, d)
-                event = None
-                if on_cuda:  # async copy to pinned host memory; collected after the next batch is queued
-                    img_h = torch.empty(img.shape, dtype=img.dtype, pin_memory=True).copy_(img, non_blocking=True)
-                    txt_h = torch.empty(txt.shape, dtype=txt.dtype, pin_memory=True).copy_(txt, non_blocking=True)
-                    event = torch.cuda.Event()
-                    event.record()
-                else:
-                    img_h, txt_h = img, txt
-                item = (batch["shard"], batch["batch"], batch["n_batches"], batch["uids"], img_h, txt_h, event)
-                if inflight is not None:
-                    finish(inflight)
-                inflight = item
-                if not on_cuda:
-                    finish(inflight)
-                    inflight = None
-        if inflight is not None:
-            finish(inflight)
-        if pending:  # pragma: no cover - a worker ended early
-            raise RuntimeError(f"shards {sorted(pending)} did not receive all their batches")
-
+    shards = _collect_shards(source, out_dir)
+    removed = _remove_stale(out_dir, shards)
+    with torch_threads(loaded.spec.threads):
+        writer, skipped = _run(shards, loaded, progress, bs, nw, mode, force)
     seconds = time.perf_counter() - t0
     return EmbedResult(
-        model_id=model_id,
-        shards_total=total,
-        shards_written=len(written),
+        model_id=loaded.model_id_str,
+        shards_total=len(shards),
+        shards_written=len(writer.written),
         shards_skipped=len(skipped),
         rows_total=sum(s.n_rows for s in shards),
-        rows_written=rows_written,
+        rows_written=writer.rows_written,
         seconds=seconds,
-        images_per_s=rows_written / seconds if seconds > 0 else 0.0,
+        images_per_s=writer.rows_written / seconds if seconds > 0 else 0.0,
         files=[s.out_path for s in shards],
-        written=written,
+        written=writer.written,
         skipped=skipped,
+        removed=removed,
     )
 
 
-def embed_shard(
-    rows: Any,
-    loaded: LoadedModel,
-    out_path: str | os.PathLike,
-    *,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    decode: str = "auto",
-    force: bool = False,
-) -> EmbedResult:
-    """Embed ONE shard's raw_pairs rows (pyarrow/polars table) into ``out_path`` (skipped if already valid)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tbl = _as_arrow(rows)
-    missing = [c for c in POINTER_COLUMNS if c not in tbl.column_names]
-    if missing:
-        raise ValueError(f"shard table lacks raw_pairs columns {missing}")
-    m = _PART_RE.match(out_path.name)
-    shard = _shard_of_table(tbl, m.group(1) if m else out_path.stem)
-    one = _Shard(shard, tbl.select(list(POINTER_COLUMNS)), out_path, tbl.num_rows, _uid_digest(tbl))
-    return _run([one], loaded, None, batch_size=batch_size, workers=workers, decode=decode, force=force)
+def _run(shards: list[_Shard], loaded: LoadedModel, progress: ProgressFn | None, bs: int, nw: int, mode: str,
+         force: bool) -> tuple[_ShardWriter, list[str]]:
+    """Skip valid outputs, write empty shards, embed the rest; (the writer with what it wrote, skipped ids)."""
+    model_id = loaded.model_id_str
+    todo = [s for s in shards if force or not _output_valid(s.out_path, s.n_rows, s.uid_digest, model_id, loaded.embed_dim)]
+    todo_ids = {s.shard for s in todo}
+    skipped = [s.shard for s in shards if s.shard not in todo_ids]
+    writer = _ShardWriter(todo, loaded, len(shards), len(skipped), progress)
+    writer.write_empty([s for s in todo if s.n_rows == 0])  # empty shards need no model
+    todo = [s for s in todo if s.n_rows > 0]
+    if todo:
+        _embed_batches(todo, loaded, bs, nw, mode, writer)
+    return writer, skipped
 
 
-def read_embeddings(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray, str]:
-    """(uids, image_emb (n, d) float32, text_emb (n, d) float32, model_id) of one embeddings file or folder."""
-    tbl = pq.read_table(path)
-    n = tbl.num_rows
-    uids = tbl.column("uid").to_pylist()
+def _forward(batch: dict[str, Any], loaded: LoadedModel, tensor_pp: TensorPreprocess | None) -> _Computed:
+    """Embed one batch; on CUDA start the copy to pinned host memory and return without waiting for it."""
+    if tensor_pp is not None:
+        images = tensor_pp(list(torch.split(batch["blob"], batch["lengths"])), batch["uids"], batch["shard"])
+    else:
+        images = batch["images"]
+    img = loaded.encode_images(images).to(torch.float16)  # (B, d) unit, on device
+    txt = loaded.encode_texts(batch["tokens"]).to(torch.float16)  # (B, d)
+    event = None
+    if loaded.device.type == "cuda":
+        img = torch.empty(img.shape, dtype=img.dtype, pin_memory=True).copy_(img, non_blocking=True)
+        txt = torch.empty(txt.shape, dtype=txt.dtype, pin_memory=True).copy_(txt, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+    return _Computed(batch["shard"], batch["batch"], batch["n_batches"], batch["uids"], img, txt, event)
 
-    def mat(col: str) -> np.ndarray:
-        arr = tbl.column(col).combine_chunks()
-        d = arr.type.list_size
-        return np.asarray(arr.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, d)
 
-    mids = pc.unique(tbl.column("model_id")).to_pylist() if n else []
-    return uids, mat("image_emb"), mat("text_emb"), (mids[0] if len(mids) == 1 else ",".join(map(str, mids)))
+def _embed_batches(todo: list[_Shard], loaded: LoadedModel, bs: int, nw: int, mode: str, writer: _ShardWriter) -> None:
+    """The loop: on CUDA batch k's host copy is collected after batch k+1 is queued; on CPU at once."""
+    ds = _ShardBatches(todo, bs, mode, loaded.preprocess, loaded.tokenizer, loaded.context_length)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=None,
+        collate_fn=_collate,
+        num_workers=min(nw, len(todo)),
+        pin_memory=loaded.device.type == "cuda",
+        prefetch_factor=4 if nw > 0 else None,
+        persistent_workers=False,
+    )
+    tensor_pp = TensorPreprocess(loaded.preprocess_cfg, loaded.device) if mode == "torch" else None
+    loaded.model.eval()
+    inflight: _Computed | None = None
+    with torch.inference_mode():
+        for batch in loader:
+            item = _forward(batch, loaded, tensor_pp)
+            if inflight is not None:
+                writer.add(inflight)
+            inflight = item
+            if item.event is None:
+                writer.add(item)
+                inflight = None
+    if inflight is not None:
+        writer.add(inflight)
+    writer.check_complete()

@@ -22,13 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
-from scipy.stats import rankdata  # noqa: F401 (average-tie ranks, re-exported)
 
 from clip_assets.core.calibration import spearman
 from clip_assets.io.batches import decode_all, normalize
 from clip_assets.io.drops import index_drop
 from clip_assets.io.images import decode_resize
 from clip_assets.models.loading import LoadedModel
+from clip_assets.world import World
 
 
 def _encode_uint8_images(loaded: LoadedModel, images_u8: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -64,8 +64,6 @@ def zero_shot_accuracy(
 ) -> float:
     """Accuracy of argmax_c <u_x, v_{template(c)}> over ``n`` fresh images of ``world.sample_labelled``."""
     if world is None:
-        from clip_assets.world import World
-
         world = World.default()
     lab = world.sample_labelled(n, np.random.default_rng(seed), domain=domain)
     u = _encode_uint8_images(loaded, _resize_u8(lab.images, loaded.image_size))  # (n, d)

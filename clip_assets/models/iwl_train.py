@@ -28,9 +28,9 @@ same ``sample_weights`` interface. Weights, evaluation sets and the assets do no
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 
 from clip_assets.config import landing_dir, models_dir
 from clip_assets.core.iwl import (
@@ -50,9 +51,12 @@ from clip_assets.core.iwl import (
     zero_shot_predict,
 )
 from clip_assets.io.batches import normalize
+from clip_assets.io.commit import write_json
 from clip_assets.io.images import decode_resize
-from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
+from clip_assets.io.tables import drops_with, read_partition
+from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, TrainResult, train_contrastive
+from clip_assets.world import World
 
 IWL_DIR = "iwl"
 MANIFEST = "manifest.json"
@@ -88,8 +92,6 @@ class TrainingPool:
         return self.pointers.num_rows
 
     def uid_fingerprint(self) -> str:
-        import hashlib
-
         h = hashlib.sha256()
         for u in self.pointers.column("uid").to_pylist():
             h.update(u.encode())
@@ -98,20 +100,10 @@ class TrainingPool:
 
 
 def _read_asset(asset: str, drop: str, home: Path | None, columns: list[str] | None = None) -> pa.Table:
-    from clip_assets.io.tables import read_partition
-
     return read_partition(asset, drop, home, columns=columns)
 
 
-def load_training_pool(
-    home: Path | None = None, prompt: str | None = None, drops: Sequence[str] | None = None
-) -> TrainingPool:
-    """Join raw_pairs pointers with the stored weights of ``prompt`` (None: the first stored prompt) by uid.
-
-    ``drops``: which drops (default: every drop that has both raw_pairs and importance_weights).
-    """
-    from clip_assets.io.tables import drops_with
-
+def _choose_drops(home: Path | None, drops: Sequence[str] | None) -> list[str]:
     have_w = set(drops_with("importance_weights", home))
     have_raw = set(drops_with("raw_pairs", home))
     if drops:
@@ -121,34 +113,63 @@ def load_training_pool(
                 f"drops {missing} have no raw_pairs or no importance_weights in the warehouse; materialize "
                 f"importance_weights for them first (drops with weights: {sorted(have_w)})"
             )
-        chosen = list(drops)
-    else:
-        chosen = sorted(have_w & have_raw)
+        return list(drops)
+    chosen = sorted(have_w & have_raw)
     if not chosen:
         raise ValueError(
             "no drop has both raw_pairs and importance_weights in the warehouse: materialize raw_pairs, "
             "embeddings and importance_weights for at least one drop first"
         )
-    ptr_tables, lw_parts, model_ids, left_out = [], [], set(), 0
-    a_b: set[tuple[float, float]] = set()
+    return chosen
+
+
+@dataclass
+class _PoolPart:
+    """One drop's weighted pointer rows."""
+
+    pointers: pa.Table
+    log_weight: np.ndarray
+    prompt: str
+    model_ids: set[str]
+    a_b: set[tuple[float, float]]
+    left_out: int
+
+
+def _pool_part(drop: str, home: Path | None, prompt: str | None) -> _PoolPart:
+    """raw_pairs rows of ``drop`` that have a weight for ``prompt`` (None: the first stored), with those weights."""
+    w = _read_asset("importance_weights", drop, home)
+    prompts = list(dict.fromkeys(w.column("prompt").to_pylist()))  # stored (configured) order
+    prompt = prompts[0] if prompt is None else prompt
+    if prompt not in prompts:
+        raise ValueError(f"drop {drop!r} has no importance weights for prompt {prompt!r}; stored prompts: {prompts}")
+    w = w.filter(pc.equal(w.column("prompt"), prompt))
+    raw = _read_asset("raw_pairs", drop, home, columns=POINTER_COLUMNS)
+    lw_by_uid = dict(zip(w.column("uid").to_pylist(), w.column("log_weight").to_numpy(zero_copy_only=False)))
+    uids = raw.column("uid").to_pylist()
+    keep = np.fromiter((u in lw_by_uid for u in uids), dtype=bool, count=len(uids))
+    return _PoolPart(
+        pointers=raw.filter(pa.array(keep)),
+        log_weight=np.array([lw_by_uid[u] for u, k in zip(uids, keep) if k], dtype=np.float64),
+        prompt=prompt,
+        model_ids=set(w.column("model_id").unique().to_pylist()),
+        a_b=set(zip(w.column("a_prime").unique().to_pylist(), w.column("b_prime").unique().to_pylist())),
+        left_out=int((~keep).sum()),
+    )
+
+
+def load_training_pool(
+    home: Path | None = None, prompt: str | None = None, drops: Sequence[str] | None = None
+) -> TrainingPool:
+    """Join raw_pairs pointers with the stored weights of ``prompt`` (None: the first stored prompt) by uid.
+
+    ``drops``: which drops (default: every drop that has both raw_pairs and importance_weights).
+    """
+    chosen = _choose_drops(home, drops)
+    parts: list[_PoolPart] = []
     for d in chosen:
-        w = _read_asset("importance_weights", d, home)
-        prompts = list(dict.fromkeys(w.column("prompt").to_pylist()))  # stored (configured) order
-        if prompt is None:
-            prompt = prompts[0]
-        if prompt not in prompts:
-            raise ValueError(f"drop {d!r} has no importance weights for prompt {prompt!r}; stored prompts: {prompts}")
-        w = w.filter(pc.equal(w.column("prompt"), prompt))
-        model_ids.update(w.column("model_id").unique().to_pylist())
-        a_b.update(zip(w.column("a_prime").unique().to_pylist(), w.column("b_prime").unique().to_pylist()))
-        raw = _read_asset("raw_pairs", d, home, columns=POINTER_COLUMNS)
-        lw_by_uid = dict(zip(w.column("uid").to_pylist(), w.column("log_weight").to_numpy(zero_copy_only=False)))
-        uids = raw.column("uid").to_pylist()
-        keep = np.fromiter((u in lw_by_uid for u in uids), dtype=bool, count=len(uids))
-        left_out += int((~keep).sum())
-        raw = raw.filter(pa.array(keep))
-        ptr_tables.append(raw)
-        lw_parts.append(np.array([lw_by_uid[u] for u, k in zip(uids, keep) if k], dtype=np.float64))
+        parts.append(_pool_part(d, home, prompt if prompt is not None or not parts else parts[0].prompt))
+    model_ids = set().union(*(p.model_ids for p in parts))
+    a_b = set().union(*(p.a_b for p in parts))
     if len(model_ids) > 1:
         raise ValueError(
             f"the importance weights of drops {chosen} come from different reference models {sorted(model_ids)}: "
@@ -157,19 +178,19 @@ def load_training_pool(
     if len(a_b) > 1:
         raise ValueError(f"the importance weights of drops {chosen} use different (a', b'): {sorted(a_b)}; "
                          "re-materialize them with one configuration")
-    pointers = pa.concat_tables(ptr_tables)
+    pointers = pa.concat_tables([p.pointers for p in parts])
     if pointers.num_rows < 2:
         raise ValueError(f"the training pool of drops {chosen} has {pointers.num_rows} weighted pairs; need >= 2")
     a_prime, b_prime = next(iter(a_b))
     return TrainingPool(
         pointers=pointers,
-        log_weight=np.concatenate(lw_parts),
-        prompt=str(prompt),
+        log_weight=np.concatenate([p.log_weight for p in parts]),
+        prompt=parts[0].prompt,
         drops=chosen,
         reference_model_id=str(next(iter(model_ids))),
         a_prime=float(a_prime),
         b_prime=float(b_prime),
-        left_out=left_out,
+        left_out=sum(p.left_out for p in parts),
     )
 
 
@@ -240,23 +261,15 @@ def train_pair(
 
 def _annotate(res: TrainResult, extra: dict[str, Any]) -> None:
     """Add IWL lineage to the checkpoint's open_clip_config.json (weights untouched, so the model id is too)."""
-    from clip_assets.models.loading import CONFIG_FILE
-
     path = res.checkpoint_dir / CONFIG_FILE
     cfg = json.loads(path.read_text())
     cfg.setdefault("clip_assets", {}).update(extra)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_json(path, cfg)
 
 
 def write_manifest(out_root: Path, payload: dict[str, Any]) -> Path:
-    path = Path(out_root) / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    """Publish ``out_root/manifest.json`` atomically (commit layer: a private scratch name, then one rename)."""
+    return write_json(Path(out_root) / MANIFEST, payload)
 
 
 def read_manifest(out_root: Path) -> dict[str, Any]:
@@ -296,8 +309,6 @@ class EvalSet:
 
 
 def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
@@ -305,8 +316,6 @@ def _png(arr: np.ndarray) -> bytes:
 
 def synthetic_world(home: Path | None = None):
     """The World the home's drops were drawn from (``<home>/landing/world.json``), or None when there is none."""
-    from clip_assets.world import World
-
     wf = landing_dir(home) / "world.json"
     if wf.is_file():
         return World.from_dict(json.loads(wf.read_text()))
@@ -425,14 +434,11 @@ def evaluate_zero_shot(loaded: LoadedModel, eval_set: EvalSet, template: str = D
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedModel:
-    """Reload a checkpoint this module saved (its open_clip_config.json carries the architecture)."""
-    from clip_assets.models.train import WEIGHTS_FILE
-
+    """Reload a checkpoint this module saved (a local-dir folder or its weights file; its config names the
+    architecture)."""
     p = Path(path)
-    weights = p / WEIGHTS_FILE if p.is_dir() else p
-    cfg = json.loads((weights.parent / "open_clip_config.json").read_text())
-    return load_model(ModelSpec(name=cfg.get("model_name", "clip-assets-tiny"), checkpoint=str(weights),
-                                device=device, workers=0))
+    folder = p if p.is_dir() else p.parent
+    return load_model(ModelSpec(name=f"local-dir:{folder}", checkpoint=str(p), device=device, workers=0))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

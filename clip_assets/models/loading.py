@@ -1,4 +1,4 @@
-"""Load any open_clip model (name + pretrained tag, or a local checkpoint) with a recorded, stable id.
+"""Load any open_clip model (name + pretrained tag, hub repo, or a local checkpoint) with a recorded, stable id.
 
 Everything computed from a model carries its id (PAPER section 1: scores are ``s(x, y) = a <u_x, v_y>`` with
 ``a = exp(logit_scale)`` and, for SigLIP, a bias ``b``; both are read from the model, never hard-coded)::
@@ -8,18 +8,24 @@ Everything computed from a model carries its id (PAPER section 1: scores are ``s
     lm.model_id       # {"name", "pretrained" | "checkpoint_sha256", "logit_scale", "logit_bias", "embed_dim", ...}
     lm.model_id_str   # "ViT-B-32@laion2b_s34b_b79k" / "clip-assets-tiny@sha256:0123456789ab" / "RN50@random-init"
 
-Sources, in order:
+Sources (``open_clip.create_model`` builds the architecture and transforms in every case):
 
-* ``checkpoint``: a local file (``.pt``/``.pth``/``.bin``/``.safetensors``, a state_dict, loaded with
-  ``torch.load(weights_only=True)`` -- never arbitrary pickle) or a folder holding one. When an
-  ``open_clip_config.json`` (``{"model_cfg": ..., "preprocess_cfg": ...}``, open_clip's hub/local-dir format) lies
-  beside it, its architecture is used (and registered with open_clip under ``model_name``); otherwise ``name``
-  must be an architecture open_clip knows. This is the path both user checkpoints and the checkpoints that
-  :mod:`clip_assets.models.train` writes go through.
-* ``pretrained``: an open_clip tag for ``name`` (``list_pretrained_tags_by_model``). Downloads from the hub, or
-  reads the local hub cache. When the hub is unreachable (quick socket probe) the call runs in huggingface_hub
-  offline mode so it fails at once (or succeeds from a pre-populated cache) instead of retrying for a minute.
+* ``checkpoint`` (or ``name="local-dir:<folder>"``): a weights file (``.safetensors``/``.bin``/``.pth``/``.pt``,
+  read as a weights-only state_dict, never arbitrary pickle) or a folder in open_clip's local-dir layout
+  (``open_clip_config.json`` with ``model_cfg`` + ``preprocess_cfg``, beside ``open_clip_model.safetensors`` or
+  ``open_clip_pytorch_model.bin``). A Hugging Face hub cache folder of an open_clip repo (``models--org--repo``,
+  resolved through ``refs/main``, or one of its ``snapshots/<rev>``) is such a folder. With a config beside the
+  weights the architecture is ``create_model("local-dir:<folder>")``; without one, ``name`` must be an
+  architecture open_clip knows. The model is created without weights and the checkpoint loaded right after
+  (open_clip's "initialized randomly" warning is silenced for exactly that call). This is the path both user
+  checkpoints and those :mod:`clip_assets.models.train` writes go through.
+* ``pretrained``: an open_clip tag for ``name`` (``list_pretrained_tags_by_model``), or ``name="hf-hub:org/repo"``.
 * neither: random initialisation (seeded, so the same name always gives the same weights).
+
+Hub access: unless the user sets ``HF_HUB_OFFLINE`` themselves, huggingface_hub runs in offline mode during a
+load, so weights come from the local hub cache (``HF_HUB_CACHE``) and a tag that is not cached fails at once
+with a message saying what to do (set ``HF_HUB_OFFLINE=0`` to allow the download, pass a local checkpoint, or
+pre-populate the cache), instead of retrying for a minute without network. ``HF_HUB_OFFLINE=0`` downloads.
 
 Precision: weights stay fp32; "bf16"/"fp16" mean autocast on CUDA (:meth:`LoadedModel.autocast`). On CPU the
 effective precision is always fp32.
@@ -28,20 +34,36 @@ effective precision is always fp32.
 from __future__ import annotations
 
 import contextlib
-import copy
 import difflib
 import hashlib
 import json
+import logging
+import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import open_clip
 import torch
+from huggingface_hub import constants as hf_constants
+from open_clip.pretrained import download_pretrained_from_hf
+from open_clip.transform import PreprocessCfg, image_transform_v2
+from safetensors.torch import load_file as load_safetensors
+
+from clip_assets.models import small
 
 CONFIG_FILE = "open_clip_config.json"
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+# open_clip's own preference when a folder holds several weights files (factory._find_checkpoint_in_dir)
+PREFERRED_WEIGHTS = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+)
+LOCAL_DIR = "local-dir:"
+HF_HUB = "hf-hub:"
+HUB_OFFLINE_ENV = "HF_HUB_OFFLINE"
+_HUB_CACHE_RE = re.compile(r"^models--(.+?)--(.+)$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 PRECISIONS = ("fp32", "bf16", "fp16")
 RANDOM_INIT_SEED = 0
@@ -55,8 +77,8 @@ class ModelLoadError(RuntimeError):
 class ModelSpec:
     """What model to load and how to run it.
 
-    name:       open_clip architecture (``open_clip.list_models()``), a custom config registered with
-                :func:`register_model_config` (e.g. ``clip-assets-tiny``), or ``hf-hub:org/repo``.
+    name:       open_clip architecture (``open_clip.list_models()``, including the project's own configs such as
+                ``clip-assets-tiny``), ``hf-hub:org/repo`` or ``local-dir:<folder>``.
     pretrained: open_clip pretrained tag for ``name`` (e.g. ``laion2b_s34b_b79k``) or None.
     checkpoint: local checkpoint file or folder (see module doc) or None. Exclusive with ``pretrained``.
     device:     "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:<i>".
@@ -133,6 +155,10 @@ class LoadedModel:
         return int(self.model_id["embed_dim"])
 
     @property
+    def context_length(self) -> int:
+        return int(self.model_cfg.get("text_cfg", {}).get("context_length", 77))
+
+    @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
@@ -171,133 +197,121 @@ class LoadedModel:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# open_clip registry helpers
+# where the model comes from
 
 
-def register_model_config(name: str, model_cfg: dict[str, Any], *, overwrite: bool = False) -> str:
-    """Make ``model_cfg`` (``{"embed_dim", "vision_cfg", "text_cfg", ...}``) creatable as ``name`` by open_clip.
+@dataclass(frozen=True)
+class _Source:
+    """What to hand open_clip: ``arch`` (a name, ``local-dir:<folder>`` or ``hf-hub:org/repo``) and the weights."""
 
-    Returns the name it was registered under. Registering the same config twice is a no-op; a *different*
-    config under an existing name raises unless ``overwrite`` (built-in architectures are never overwritten).
-    """
-    import open_clip
-    from open_clip import factory
-
-    if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise ModelLoadError(
-            f"model config for {name!r} needs keys embed_dim, vision_cfg, text_cfg; got {sorted(model_cfg)}"
-        )
-    existing = open_clip.get_model_config(name)
-    if existing is not None:
-        if _canon(existing) == _canon(model_cfg):
-            return name
-        if not overwrite or name in _builtin_names():
-            raise ModelLoadError(
-                f"a different model config is already registered as {name!r}; choose another name"
-            )
-    registry = getattr(factory, "_MODEL_CONFIGS", None)
-    if not isinstance(registry, dict):  # pragma: no cover - open_clip internals moved
-        raise ModelLoadError("this open_clip version has no model-config registry; cannot register custom configs")
-    registry[name] = copy.deepcopy(model_cfg)
-    return name
-
-
-_BUILTINS: frozenset[str] | None = None
-
-
-def _builtin_names() -> frozenset[str]:
-    global _BUILTINS
-    if _BUILTINS is None:
-        import open_clip
-
-        cfg_dir = Path(open_clip.__file__).parent / "model_configs"
-        _BUILTINS = frozenset(p.stem for p in cfg_dir.glob("*.json"))
-    return _BUILTINS
-
-
-def _canon(cfg: dict[str, Any]) -> str:
-    return json.dumps(cfg, sort_keys=True, default=str)
-
-
-def _ensure_custom_configs() -> None:
-    # The project's own small architectures (clip-assets-tiny, ...) are always available by name.
-    from clip_assets.models import small
-
-    small.register_small_configs()
+    arch: str
+    id_name: str  # the name recorded in the model id
+    pretrained: str | None = None  # an open_clip tag (open_clip loads it)
+    weights: Path | None = None  # a local weights file, loaded right after creation
 
 
 def _close_matches(name: str) -> list[str]:
-    import open_clip
-
     names = open_clip.list_models()
     lower = {n.lower(): n for n in names}
     hits = difflib.get_close_matches(name.lower(), list(lower), n=6, cutoff=0.5)
     return [lower[h] for h in hits]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# network / hub
+def _check_name(name: str) -> None:
+    if open_clip.get_model_config(name) is None:
+        hint = _close_matches(name)
+        raise ModelLoadError(
+            f"unknown open_clip model name {name!r}"
+            + (f"; close matches: {', '.join(hint)}" if hint else "")
+            + f". See open_clip.list_models() for architectures, or pass checkpoint=<folder with {CONFIG_FILE}> "
+            f"for a custom one"
+        )
 
 
-_HUB_REACHABLE: dict[str, bool] = {}
+def _check_tag(name: str, tag: str) -> None:
+    if not open_clip.is_pretrained_cfg(name, tag):
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ModelLoadError(
+            f"{tag!r} is not a pretrained tag of {name!r} nor an existing file; "
+            + (f"known tags: {', '.join(tags)}" if tags else f"open_clip has no pretrained weights for {name!r}")
+            + "; or pass checkpoint=<local path>"
+        )
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Quick TCP probe of the Hugging Face endpoint (cached per process)."""
-    try:
-        from huggingface_hub import constants
+def _resolve_source(spec: ModelSpec) -> _Source:
+    name, pretrained, checkpoint = spec.name, spec.pretrained, spec.checkpoint
+    if name.startswith(LOCAL_DIR):
+        checkpoint = checkpoint or name[len(LOCAL_DIR):]
+    if pretrained is not None and Path(pretrained).expanduser().is_file():
+        checkpoint, pretrained = pretrained, None  # a path given as `pretrained`: treat it as a checkpoint
+    if checkpoint is not None:
+        return _checkpoint_source(checkpoint, name)
+    if name.startswith(HF_HUB):
+        return _hub_repo_source(name)
+    _check_name(name)
+    if pretrained is not None:
+        _check_tag(name, pretrained)
+    return _Source(arch=name, id_name=name, pretrained=pretrained)
 
-        endpoint = getattr(constants, "ENDPOINT", "https://huggingface.co")
-    except Exception:  # pragma: no cover
-        endpoint = "https://huggingface.co"
-    m = re.match(r"^(?:https?://)?([^/:]+)(?::(\d+))?", endpoint)
-    host, port = (m.group(1), int(m.group(2) or 443)) if m else ("huggingface.co", 443)
-    key = f"{host}:{port}"
-    if key not in _HUB_REACHABLE:
+
+def _checkpoint_source(checkpoint: str, name: str) -> _Source:
+    weights, config_dir = resolve_checkpoint(checkpoint)
+    if config_dir is None:
+        _check_name(name)
+        return _Source(arch=name, id_name=name, weights=weights)
+    config = _read_config(config_dir / CONFIG_FILE)
+    id_name = config.get("model_name") or _hub_repo_name(config_dir) or name
+    return _Source(arch=f"{LOCAL_DIR}{config_dir}", id_name=str(id_name), weights=weights)
+
+
+def _hub_repo_source(name: str) -> _Source:
+    """``hf-hub:org/repo``: the weights file from the hub cache (or a download), loaded like a checkpoint."""
+    repo = name[len(HF_HUB):]
+    with hub_offline() as offline:
         try:
-            with socket.create_connection((host, port), timeout=timeout):
-                _HUB_REACHABLE[key] = True
-        except OSError:
-            _HUB_REACHABLE[key] = False
-    return _HUB_REACHABLE[key]
+            weights = Path(download_pretrained_from_hf(repo))
+        except Exception as e:
+            raise _download_error(name, None, offline, e) from e
+    return _Source(arch=name, id_name=name, weights=weights)
 
 
-@contextlib.contextmanager
-def _hub_offline_if_unreachable(may_use_hub: bool = True) -> Iterator[bool]:
-    """Run huggingface_hub in offline mode (cache only, no retries) while the hub is unreachable.
-
-    The probe only happens when the load may touch the hub (a pretrained tag, an hf-hub: name, an HF tokenizer)."""
-    offline = may_use_hub and not hub_reachable()
-    if not offline:
-        yield False
-        return
-    try:
-        from huggingface_hub import constants
-    except Exception:  # pragma: no cover
-        yield True
-        return
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield True
-    finally:
-        constants.HF_HUB_OFFLINE = before
+def _hub_repo_name(folder: Path) -> str | None:
+    """``hf-hub:org/repo`` when ``folder`` is a hub cache snapshot ``models--org--repo/snapshots/<rev>``."""
+    if folder.parent.name == "snapshots":
+        m = _HUB_CACHE_RE.match(folder.parent.parent.name)
+        if m:
+            return f"{HF_HUB}{m.group(1)}/{m.group(2)}"
+    return None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# checkpoints
+def _hub_snapshot(folder: Path) -> Path:
+    """A hub cache repo folder (``models--org--repo``) -> its ``snapshots/<rev>`` for ``refs/main``."""
+    ref = folder / "refs" / "main"
+    if not (_HUB_CACHE_RE.match(folder.name) and ref.is_file()):
+        return folder
+    snap = folder / "snapshots" / ref.read_text(encoding="utf-8").strip()
+    if not snap.is_dir():
+        raise ModelLoadError(f"hub cache folder {str(folder)!r}: refs/main names {snap.name!r}, not in snapshots/")
+    return snap
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def _pick_weights(folder: Path) -> Path:
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not weights:
+        raise ModelLoadError(f"checkpoint folder {str(folder)!r} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
+    if len(weights) == 1:
+        return weights[0]
+    preferred = [p for n in PREFERRED_WEIGHTS for p in weights if p.name == n]
+    if not preferred:
+        raise ModelLoadError(
+            f"checkpoint folder {str(folder)!r} holds several weights files {[p.name for p in weights]}; "
+            f"give the file path instead"
+        )
+    return preferred[0]
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, dict[str, Any] | None]:
-    """A checkpoint file or folder -> (weights file, its open_clip_config.json content or None)."""
+def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path | None]:
+    """A checkpoint file or folder -> (weights file, the folder of its open_clip_config.json or None)."""
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise ModelLoadError(
@@ -305,48 +319,113 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, dict[str, Any] | N
             f"({'/'.join(WEIGHT_SUFFIXES)}) or of a folder holding one (with {CONFIG_FILE} beside it for custom "
             f"architectures)"
         )
-    if path.is_dir():
-        weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-        if not weights:
-            raise ModelLoadError(
-                f"checkpoint folder {str(path)!r} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})"
-            )
-        if len(weights) > 1:
-            raise ModelLoadError(
-                f"checkpoint folder {str(path)!r} holds several weights files {[p.name for p in weights]}; "
-                f"give the file path instead"
-            )
-        weights_file = weights[0]
-    else:
-        weights_file = path
-    cfg_path = weights_file.parent / CONFIG_FILE
-    config = None
-    if cfg_path.is_file():
+    weights = _pick_weights(_hub_snapshot(path)) if path.is_dir() else path
+    folder = weights.parent.absolute()  # not resolved: a hub snapshot's files link into blobs/
+    return weights, folder if (folder / CONFIG_FILE).is_file() else None
+
+
+def _read_config(cfg_path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"checkpoint config {str(cfg_path)!r} is not valid JSON ({e}); restore it or remove it and pass "
+            f"the architecture as ModelSpec.name"
+        ) from e
+    if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
+        raise ModelLoadError(f"checkpoint config {str(cfg_path)!r} has no 'model_cfg' object")
+    return config
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# hub
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[bool]:
+    """huggingface_hub in offline mode for the block unless the user set ``HF_HUB_OFFLINE``; yields whether offline.
+
+    huggingface_hub reads the variable once at import; its module constant is the switch it checks per request.
+    """
+    if HUB_OFFLINE_ENV in os.environ:
+        yield bool(hf_constants.HF_HUB_OFFLINE)
+        return
+    before = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        hf_constants.HF_HUB_OFFLINE = before
+
+
+def _download_error(what: str, pretrained: str | None, offline: bool, e: BaseException) -> ModelLoadError:
+    asked = what + (f" / pretrained={pretrained}" if pretrained else "")
+    why = (
+        f"they are not in the local hub cache ({hf_constants.HF_HUB_CACHE}) and cannot be downloaded: hub access is "
+        f"offline (set {HUB_OFFLINE_ENV}=0 to allow the download)"
+        if offline
+        else "the hub download or the local cache failed"
+    )
+    return ModelLoadError(
+        f"cannot load the weights or tokenizer of {asked}: {why} [{type(e).__name__}: {_first_line(e)}]. Either "
+        f"pass checkpoint=<local path of a state_dict or open_clip folder> (e.g. one trained with "
+        f"clip_assets.models.train), or pre-populate the hub cache (HF_HOME) on a machine with internet, e.g. "
+        f"open_clip.create_model({what!r}, pretrained={pretrained!r}), and copy it here"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# creating the model
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def __init__(self, arch: str):
+        super().__init__()
+        self.message = f"No pretrained weights loaded for model '{arch}'. Model initialized randomly."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+@contextlib.contextmanager
+def weights_loaded_after(arch: str) -> Iterator[None]:
+    """Silence open_clip's "initialized randomly" warning for ``arch`` (its weights are loaded right after)."""
+    root = logging.getLogger()  # open_clip warns through logging.warning, i.e. the root logger
+    filt = _DropRandomInitWarning(arch)
+    root.addFilter(filt)
+    try:
+        yield
+    finally:
+        root.removeFilter(filt)
+
+
+def _create(source: _Source) -> tuple[torch.nn.Module, Callable]:
+    """open_clip.create_model + get_tokenizer for ``source``, seeded; hub errors become ModelLoadError."""
+    quiet = weights_loaded_after(source.arch) if source.weights is not None else contextlib.nullcontext()
+    with hub_offline() as offline, torch.random.fork_rng(devices=[]), quiet:
+        torch.manual_seed(RANDOM_INIT_SEED)  # random init is reproducible
         try:
-            config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(
-                f"checkpoint config {str(cfg_path)!r} is not valid JSON ({e}); restore it or remove it and pass "
-                f"the architecture as ModelSpec.name"
-            ) from e
-        if not isinstance(config, dict) or not isinstance(config.get("model_cfg"), dict):
-            raise ModelLoadError(f"checkpoint config {str(cfg_path)!r} has no 'model_cfg' object")
-    return weights_file, config
+            model = open_clip.create_model(source.arch, pretrained=source.pretrained, load_weights=source.weights is None,
+                                           device="cpu", precision="fp32", weights_only=True)
+            tokenizer = open_clip.get_tokenizer(source.arch)
+        except Exception as e:
+            if source.pretrained is not None or source.arch.startswith(HF_HUB) or _looks_like_download_error(e):
+                raise _download_error(source.arch, source.pretrained, offline, e) from e
+            raise ModelLoadError(f"open_clip could not create {source.arch}: {type(e).__name__}: {_first_line(e)}") from e
+    return model, tokenizer
 
 
 def _load_state_dict_safely(weights_file: Path) -> dict[str, torch.Tensor]:
     """weights_only torch.load (or safetensors); every failure becomes a ModelLoadError."""
     try:
         if weights_file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(weights_file), device="cpu")
+            sd = load_safetensors(str(weights_file), device="cpu")
         else:
             sd = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelLoadError(
             f"checkpoint {str(weights_file)!r} cannot be read as a weights-only state_dict "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); the file is corrupt, truncated, or "
+            f"({type(e).__name__}: {_first_line(e)}); the file is corrupt, truncated, or "
             f"contains arbitrary pickled objects (refused for safety). Re-save it with "
             f"torch.save(model.state_dict(), path) or re-train/re-download it"
         ) from e
@@ -360,6 +439,26 @@ def _load_state_dict_safely(weights_file: Path) -> dict[str, torch.Tensor]:
     if next(iter(sd)).startswith("module."):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+def _load_weights(model: torch.nn.Module, weights_file: Path, arch: str) -> None:
+    """Strict load; on a mismatch retry through open_clip's converting loader (third-party layouts)."""
+    sd = _load_state_dict_safely(weights_file)
+    for key in ("logit_scale", "logit_bias"):
+        param = getattr(model, key, None)
+        if key in sd and isinstance(param, torch.Tensor) and sd[key].shape != param.shape:
+            sd[key] = sd[key].reshape(param.shape)
+    try:
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError:
+            open_clip.load_checkpoint(model, str(weights_file), strict=True, weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(
+            f"checkpoint {str(weights_file)!r} does not match architecture {arch!r} "
+            f"({type(e).__name__}: {_first_line(e)}); pass the ModelSpec.name it was trained with, or keep its "
+            f"{CONFIG_FILE} beside it"
+        ) from e
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -400,122 +499,30 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Load the model ``spec`` describes, in eval mode on its device, with transforms, tokenizer and id.
 
     Raises :class:`ModelLoadError` with an actionable message for an unknown name, an unknown tag, weights that
-    cannot be downloaded (no network and not in the cache), a missing/corrupt checkpoint or one that does not
+    cannot be downloaded (offline and not in the cache), a missing/corrupt checkpoint or one that does not
     match the architecture, and an unavailable device.
     """
-    import open_clip
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    _ensure_custom_configs()
+    small.register_small_configs()
     device = resolve_device(spec.device)
-    precision = spec.precision if device.type == "cuda" else "fp32"
-    name = spec.name
-    pretrained = spec.pretrained
-    checkpoint = spec.checkpoint
-    if pretrained is not None and Path(pretrained).expanduser().is_file():
-        checkpoint, pretrained = pretrained, None  # a path given as `pretrained`: treat it as a checkpoint
-
-    is_hub_name = name.startswith("hf-hub:")
-    ckpt_file: Path | None = None
-    ckpt_config: dict[str, Any] | None = None
-    state_dict: dict[str, torch.Tensor] | None = None
-    force_pp: dict[str, Any] | None = None
-    ckpt_sha: str | None = None
-    if checkpoint is not None:
-        ckpt_file, ckpt_config = resolve_checkpoint(checkpoint)
-        state_dict = _load_state_dict_safely(ckpt_file)
-        ckpt_sha = file_sha256(ckpt_file)
-        if ckpt_config is not None:
-            cfg_name = str(ckpt_config.get("model_name") or name)
-            if not _config_name_free(cfg_name, ckpt_config["model_cfg"]):
-                cfg_name = f"{cfg_name}-{ckpt_sha[:12]}"  # same name, different architecture: keep both
-            name = register_model_config(cfg_name, ckpt_config["model_cfg"])
-            force_pp = ckpt_config.get("preprocess_cfg") or None
-
-    if not is_hub_name and open_clip.get_model_config(name) is None:
-        hint = _close_matches(name)
-        raise ModelLoadError(
-            f"unknown open_clip model name {name!r}"
-            + (f"; close matches: {', '.join(hint)}" if hint else "")
-            + ". See open_clip.list_models() for architectures, or pass checkpoint=<folder with "
-            f"{CONFIG_FILE}> for a custom one"
-        )
-    if pretrained is not None and not is_hub_name:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        if not open_clip.is_pretrained_cfg(name, pretrained):
-            raise ModelLoadError(
-                f"{pretrained!r} is not a pretrained tag of {name!r} nor an existing file; "
-                + (f"known tags: {', '.join(tags)}" if tags else f"open_clip has no pretrained weights for {name!r}")
-                + "; or pass checkpoint=<local path>"
-            )
-
-    what = f"{name}" + (f" / pretrained={pretrained}" if pretrained else "")
-    text_cfg = (open_clip.get_model_config(name) or {}).get("text_cfg", {}) if not is_hub_name else {}
-    may_use_hub = bool(pretrained or is_hub_name or "siglip" in name.lower() or text_cfg.get("hf_tokenizer_name")
-                       or text_cfg.get("hf_model_name"))
-    try:
-        with _hub_offline_if_unreachable(may_use_hub) as offline, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)  # random init is reproducible
-            try:
-                model = open_clip.create_model(
-                    name,
-                    pretrained=pretrained,
-                    device="cpu",
-                    precision="fp32",
-                    force_preprocess_cfg=force_pp,
-                    weights_only=True,
-                )
-                tokenizer = open_clip.get_tokenizer(name)
-            except Exception as e:
-                if pretrained is not None or is_hub_name or _looks_like_download_error(e):
-                    raise ModelLoadError(
-                        (
-                            f"cannot load the weights or tokenizer of {what}: they are not in the local hub cache and cannot be "
-                            f"downloaded (no network: the Hugging Face hub is unreachable from here)"
-                            if offline
-                            else f"cannot load the weights or tokenizer of {what}: the hub download or the local cache failed"
-                        )
-                        + f" [{type(e).__name__}: {_first_line(e)}]. Either pass checkpoint=<local path of a "
-                        f"state_dict> (e.g. one trained with clip_assets.models.train), or pre-populate the hub "
-                        f"cache (HF_HOME) on a machine with internet, e.g. open_clip.create_model({name!r}, "
-                        f"pretrained={pretrained!r}), and copy it here"
-                    ) from e
-                raise
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"open_clip could not create {what}: {type(e).__name__}: {_first_line(e)}") from e
-
-    if state_dict is not None:
-        try:
-            _load_into(model, state_dict, ckpt_file)
-        except Exception as e:
-            raise ModelLoadError(
-                f"checkpoint {str(ckpt_file)!r} does not match architecture {name!r} "
-                f"({type(e).__name__}: {_first_line(e)}); pass the ModelSpec.name it was trained with, or keep its "
-                f"{CONFIG_FILE} beside it"
-            ) from e
-
-    model.eval().requires_grad_(False)
-    model = model.to(device)
+    source = _resolve_source(spec)
+    model, tokenizer = _create(source)
+    sha = None
+    if source.weights is not None:
+        _load_weights(model, source.weights, source.arch)
+        sha = file_sha256(source.weights)
+    model = model.eval().requires_grad_(False).to(device)
     pp_cfg = dict(open_clip.get_model_preprocess_cfg(model))
-    preprocess = image_transform_v2(PreprocessCfg(**_pp_keys(pp_cfg)), is_train=False)
-    model_cfg = open_clip.get_model_config(name) or {}
-
-    model_id = build_model_id(
-        model,
-        name=name,
-        pretrained=pretrained,
-        checkpoint_sha256=ckpt_sha,
-        checkpoint_path=str(ckpt_file) if ckpt_file is not None else None,
-    )
+    model_cfg = _model_cfg(source)
+    model_id = build_model_id(model, name=source.id_name, pretrained=source.pretrained, checkpoint_sha256=sha,
+                              checkpoint_path=str(source.weights) if source.weights is not None else None,
+                              model_cfg=model_cfg)
     return LoadedModel(
         spec=spec,
         model=model,
-        preprocess=preprocess,
+        preprocess=image_transform_v2(PreprocessCfg(**_pp_keys(pp_cfg)), is_train=False),
         tokenizer=tokenizer,
         device=device,
-        precision=precision,
+        precision=spec.precision if device.type == "cuda" else "fp32",
         model_id=model_id,
         model_id_str=model_id_string(model_id),
         preprocess_cfg=pp_cfg,
@@ -523,26 +530,17 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     )
 
 
-def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], ckpt_file: Path) -> None:
-    """Strict load; on a mismatch retry through open_clip's converting loader (third-party layouts)."""
-    import open_clip
-
-    sd = dict(state_dict)
-    for key in ("logit_scale", "logit_bias"):
-        param = getattr(model, key, None)
-        if key in sd and isinstance(param, torch.Tensor) and sd[key].shape != param.shape:
-            sd[key] = sd[key].reshape(param.shape)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError:
-        open_clip.load_checkpoint(model, str(ckpt_file), strict=True, weights_only=True)
+def _model_cfg(source: _Source) -> dict[str, Any]:
+    with hub_offline():  # an hf-hub config is in the cache by now
+        return open_clip.get_model_config(source.arch) or {}
 
 
-def _config_name_free(name: str, model_cfg: dict[str, Any]) -> bool:
-    import open_clip
-
-    existing = open_clip.get_model_config(name)
-    return existing is None or _canon(existing) == _canon(model_cfg)
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _pp_keys(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -573,15 +571,14 @@ def build_model_id(
     pretrained: str | None = None,
     checkpoint_sha256: str | None = None,
     checkpoint_path: str | None = None,
+    model_cfg: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The id recorded with everything computed from ``model``: a = exp(logit_scale), b = logit_bias or None."""
-    import open_clip
-
     scale = getattr(model, "logit_scale", None)
     a = float(torch.as_tensor(scale).detach().float().exp().reshape(-1)[0]) if scale is not None else 1.0
     bias = getattr(model, "logit_bias", None)
     b = float(torch.as_tensor(bias).detach().float().reshape(-1)[0]) if bias is not None else None
-    cfg = open_clip.get_model_config(name) or {}
+    cfg = model_cfg if model_cfg is not None else (open_clip.get_model_config(name) or {})
     embed_dim = cfg.get("embed_dim")
     if embed_dim is None:
         embed_dim = getattr(getattr(model, "text_projection", None), "shape", [None, None])[-1]

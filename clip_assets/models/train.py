@@ -12,7 +12,8 @@ Recipe (defaults in :class:`TrainConfig`, ~2 CPU minutes for the target model):
   decay, logit scale initialised at log(1/0.07) and clamped to [0, log 100] after each step like open_clip;
 * seeded: the same config and data give the same weights (single process, deterministic CPU kernels).
 
-The result is saved under ``models_dir(home)/<name>/`` as ``open_clip_pytorch_model.bin`` (a plain state_dict)
+The result is published (one staged folder, :func:`clip_assets.io.commit.stage_dir`) under
+``models_dir(home)/<name>/`` in open_clip's local-dir layout: ``open_clip_pytorch_model.bin`` (a plain state_dict)
 and ``open_clip_config.json`` (``model_cfg``/``preprocess_cfg`` in open_clip's hub format, plus the training
 config, data ids and final metrics under ``clip_assets``), then reloaded through
 :func:`clip_assets.models.loading.load_model` with ``checkpoint=`` like any user checkpoint.
@@ -25,22 +26,26 @@ import io
 import json
 import math
 import os
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import open_clip
 import pyarrow as pa
 import torch
+from matplotlib.figure import Figure
 
 from clip_assets.config import models_dir
+from clip_assets.core.iwl import weighted_clip_loss
+from clip_assets.io.commit import stage_dir, write_json
 from clip_assets.models import small
 from clip_assets.io.batches import decode_all, normalize
 from clip_assets.io.drops import index_drop
+from clip_assets.models.evaluate import zero_shot_accuracy
 from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model, torch_threads
+from clip_assets.world import World
 
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
 
@@ -142,13 +147,155 @@ def _fingerprint(values: list[str]) -> str:
     return h.hexdigest()
 
 
-def _world_for(drop_dir: Path):
-    from clip_assets.world import World
 
+def _world_for(drop_dir: Path) -> tuple[World, str | None]:
     wf = drop_dir.parent / "world.json"
     if wf.is_file():
         return World.from_dict(json.loads(wf.read_text())), hashlib.sha256(wf.read_bytes()).hexdigest()
     return World.default(), None
+
+
+@dataclass
+class _TrainData:
+    """One drop's pairs decoded for training: uint8 images, caption indices into the distinct captions."""
+
+    pointers: pa.Table  # uid, caption, tar_path, offset, size
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    captions: list[str]  # distinct captions, sorted
+    caption_idx: torch.Tensor  # (N,) long
+    weights: torch.Tensor | None  # (N,) float32 per-pair weights, or None (plain ClipLoss)
+    drop_dir: Path | None
+    world: Any
+    world_sha: str | None
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        return self.pointers.num_rows
+
+
+def _check_weights(sample_weights: Sequence[float] | np.ndarray | None, n: int) -> torch.Tensor | None:
+    if sample_weights is None:
+        return None
+    w = np.asarray(sample_weights, dtype=np.float64).reshape(-1)
+    if w.shape[0] != n:
+        raise ValueError(f"sample_weights has {w.shape[0]} entries for {n} pairs (one per row)")
+    if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        raise ValueError("sample_weights must be finite, >= 0 and not all zero")
+    return torch.from_numpy(w.astype(np.float32))
+
+
+def _prepare_data(drop: Any, config: TrainConfig, image_size: int, world: Any, sample_weights: Any) -> _TrainData:
+    t0 = time.perf_counter()
+    world_sha, drop_dir = None, None
+    if isinstance(drop, (str, os.PathLike)):
+        drop_dir = Path(drop)
+        tables = index_drop(drop_dir)
+        if world is None:
+            world, world_sha = _world_for(drop_dir)
+    else:
+        tables = list(drop)
+    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
+    weights = _check_weights(sample_weights, ptr.num_rows)
+    if config.max_pairs is not None:
+        ptr = ptr.slice(0, config.max_pairs)
+        weights = weights[: ptr.num_rows] if weights is not None else None
+    if ptr.num_rows < 2:
+        raise ValueError(f"need at least 2 pairs to train, got {ptr.num_rows}")
+    images = decode_all([ptr], image_size, workers=config.workers)
+    captions = ptr.column("caption").to_pylist()
+    uniq = sorted(set(captions))
+    index = {c: i for i, c in enumerate(uniq)}
+    caption_idx = torch.tensor([index[c] for c in captions], dtype=torch.long)
+    return _TrainData(ptr, images, uniq, caption_idx, weights, drop_dir, world if world is not None else World.default(),
+                      world_sha, time.perf_counter() - t0)
+
+
+def _step_loss(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None,
+               loss_fn: Callable) -> torch.Tensor:
+    out = model(x, t)
+    img_f, txt_f, scale = (
+        (out["image_features"], out["text_features"], out["logit_scale"]) if isinstance(out, dict) else out[:3]
+    )
+    return loss_fn(img_f, txt_f, scale) if w is None else weighted_clip_loss(img_f, txt_f, scale, w)
+
+
+def _train_steps(model: torch.nn.Module, data: _TrainData, tokens: torch.Tensor, config: TrainConfig,
+                 say: Callable[[str], None]) -> dict[str, list[float]]:
+    """The optimisation loop: shuffled batches without replacement, warmup + cosine lr, clamped logit scale."""
+    mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
+    loss_fn = open_clip.ClipLoss()
+    opt = _adamw(model, config)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = data.n
+    bs = min(config.batch_size, n)
+    curves: dict[str, list[float]] = {"step": [], "loss": [], "logit_scale": [], "lr": []}
+    model.train()
+    perm, pos = torch.randperm(n, generator=gen), 0
+    for step in range(config.steps):
+        if pos + bs > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos : pos + bs]
+        pos += bs
+        lr = lr_at(step, config)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = normalize(data.images[idx], mean, std)
+        w = data.weights[idx] if data.weights is not None else None
+        loss = _step_loss(model, x, tokens[data.caption_idx[idx]], w, loss_fn)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, config.max_logit_scale)
+        for k, v in (("step", step), ("loss", float(loss.detach())), ("logit_scale", float(model.logit_scale.detach().exp())), ("lr", lr)):
+            curves[k].append(v)
+        if step % 50 == 0 or step == config.steps - 1:
+            say(f"step {step}/{config.steps} loss {curves['loss'][-1]:.4f} a {curves['logit_scale'][-1]:.2f}")
+    model.eval()
+    return curves
+
+
+def _train_model(config: TrainConfig, data: _TrainData, say: Callable[[str], None]
+                 ) -> tuple[torch.nn.Module, dict[str, list[float]], float, float]:
+    """A seeded random init of ``config.model`` trained on ``data``: (model, curves, wall s, CPU s)."""
+    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = open_clip.create_model(config.model, device="cpu", precision="fp32")  # random init, as it says
+        with torch.no_grad():
+            model.logit_scale.fill_(config.init_logit_scale)
+        tokens = open_clip.get_tokenizer(config.model)(data.captions)  # (U, L)
+        t1, c1 = time.perf_counter(), time.process_time()
+        curves = _train_steps(model, data, tokens, config, say)
+        return model, curves, time.perf_counter() - t1, time.process_time() - c1
+
+
+def _data_ids(data: _TrainData) -> dict[str, Any]:
+    w = data.weights
+    return {
+        "drop": data.drop_dir.name if data.drop_dir is not None else None,
+        "drop_path": str(data.drop_dir.resolve()) if data.drop_dir is not None else None,
+        "pairs": data.n,
+        "distinct_captions": len(data.captions),
+        "uids_sha256": _fingerprint(data.pointers.column("uid").to_pylist()),
+        "world_json_sha256": data.world_sha,
+        "sample_weights": None if w is None else {
+            "mean": float(w.double().mean()),
+            "min": float(w.min()),
+            "max": float(w.max()),
+            "sha256": hashlib.sha256(w.numpy().tobytes()).hexdigest(),
+        },
+    }
+
+
+def save_checkpoint(ckpt_dir: Path, state_dict: dict[str, torch.Tensor], config_json: dict[str, Any]) -> Path:
+    """Publish an open_clip local-dir folder (weights + open_clip_config.json) through the commit layer."""
+    with stage_dir(ckpt_dir) as st:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, st.path(WEIGHTS_FILE))
+        st.write_json(CONFIG_FILE, config_json)
+    return ckpt_dir / WEIGHTS_FILE
 
 
 def train_contrastive(
@@ -178,210 +325,53 @@ def train_contrastive(
             each batch's weights as given (no renormalisation); all ones is exactly the plain ClipLoss.
     Returns: a :class:`TrainResult` with curves, a PNG of them, metrics and the reloaded model.
     """
-    import open_clip
-
     say = log or (lambda s: None)
     small.register_small_configs()
     model_cfg = open_clip.get_model_config(config.model)
     if model_cfg is None:
         raise ValueError(f"TrainConfig.model {config.model!r} is not a registered open_clip config")
-
-    # ---------------- data
-    t0 = time.perf_counter()
-    world_sha = None
-    drop_dir: Path | None = None
-    if isinstance(drop, (str, os.PathLike)):
-        drop_dir = Path(drop)
-        tables = index_drop(drop_dir)
-        if world is None:
-            world, world_sha = _world_for(drop_dir)
-    else:
-        tables = list(drop)
-    if world is None:
-        from clip_assets.world import World
-
-        world = World.default()
-    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
-    weights_t: torch.Tensor | None = None
-    if sample_weights is not None:
-        w = np.asarray(sample_weights, dtype=np.float64).reshape(-1)
-        if w.shape[0] != ptr.num_rows:
-            raise ValueError(f"sample_weights has {w.shape[0]} entries for {ptr.num_rows} pairs (one per row)")
-        if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
-            raise ValueError("sample_weights must be finite, >= 0 and not all zero")
-        weights_t = torch.from_numpy(w.astype(np.float32))
-    if config.max_pairs is not None:
-        ptr = ptr.slice(0, config.max_pairs)
-        if weights_t is not None:
-            weights_t = weights_t[: ptr.num_rows]
-    if ptr.num_rows < 2:
-        raise ValueError(f"need at least 2 pairs to train, got {ptr.num_rows}")
-    image_size = int(model_cfg["vision_cfg"]["image_size"])
-    images = decode_all([ptr], image_size, workers=config.workers)  # (N, 3, S, S) uint8
-    captions = ptr.column("caption").to_pylist()
-    uniq = sorted(set(captions))
-    cap_index = {c: i for i, c in enumerate(uniq)}
-    caption_idx = torch.tensor([cap_index[c] for c in captions], dtype=torch.long)  # (N,)
-    data_seconds = time.perf_counter() - t0
-    say(f"decoded {ptr.num_rows} pairs ({len(uniq)} distinct captions) in {data_seconds:.1f}s")
-
-    # ---------------- model
-    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = open_clip.create_model(config.model, device="cpu", precision="fp32")
-        with torch.no_grad():
-            model.logit_scale.fill_(config.init_logit_scale)
-        tokenizer = open_clip.get_tokenizer(config.model)
-        tokens_uniq = tokenizer(uniq)  # (U, L)
-        mean = model.visual.preprocess_cfg["mean"]
-        std = model.visual.preprocess_cfg["std"]
-        if weights_t is None:
-            loss_fn = open_clip.ClipLoss()
-        else:
-            from clip_assets.core.iwl import weighted_clip_loss
-        opt = _adamw(model, config)
-        gen = torch.Generator().manual_seed(config.seed)
-        n = ptr.num_rows
-        bs = min(config.batch_size, n)
-        curves: dict[str, list[float]] = {"step": [], "loss": [], "logit_scale": [], "lr": []}
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        pos = 0
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        for step in range(config.steps):
-            if pos + bs > n:
-                perm, pos = torch.randperm(n, generator=gen), 0
-            idx = perm[pos : pos + bs]
-            pos += bs
-            lr = lr_at(step, config)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x = normalize(images[idx], mean, std)
-            t = tokens_uniq[caption_idx[idx]]
-            out = model(x, t)
-            img_f, txt_f, scale = (
-                (out["image_features"], out["text_features"], out["logit_scale"])
-                if isinstance(out, dict)
-                else out[:3]
-            )
-            if weights_t is None:
-                loss = loss_fn(img_f, txt_f, scale)
-            else:
-                loss = weighted_clip_loss(img_f, txt_f, scale, weights_t[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, config.max_logit_scale)
-            curves["step"].append(step)
-            curves["loss"].append(float(loss.detach()))
-            curves["logit_scale"].append(float(model.logit_scale.detach().exp()))
-            curves["lr"].append(lr)
-            if step % 50 == 0 or step == config.steps - 1:
-                say(f"step {step}/{config.steps} loss {curves['loss'][-1]:.4f} a {curves['logit_scale'][-1]:.2f}")
-        train_seconds = time.perf_counter() - t1
-        train_cpu_seconds = time.process_time() - c1
-    model.eval()
-
-    # ---------------- save (atomically: staging folder, then rename), reload through the checkpoint path
-    root = Path(out_dir) if out_dir is not None else models_dir(home)
-    ckpt_dir = root / name
-    data_ids = {
-        "drop": drop_dir.name if drop_dir is not None else None,
-        "drop_path": str(drop_dir.resolve()) if drop_dir is not None else None,
-        "pairs": int(ptr.num_rows),
-        "distinct_captions": len(uniq),
-        "uids_sha256": _fingerprint(ptr.column("uid").to_pylist()),
-        "world_json_sha256": world_sha,
-        "sample_weights": None
-        if weights_t is None
-        else {
-            "mean": float(weights_t.double().mean()),
-            "min": float(weights_t.min()),
-            "max": float(weights_t.max()),
-            "sha256": hashlib.sha256(weights_t.numpy().tobytes()).hexdigest(),
-        },
-    }
-    preprocess_cfg = dict(model.visual.preprocess_cfg)
+    data = _prepare_data(drop, config, int(model_cfg["vision_cfg"]["image_size"]), world, sample_weights)
+    say(f"decoded {data.n} pairs ({len(data.captions)} distinct captions) in {data.seconds:.1f}s")
+    model, curves, seconds, cpu_seconds = _train_model(config, data, say)
     config_json: dict[str, Any] = {
         "model_name": config.model,
         "model_cfg": model_cfg,
-        "preprocess_cfg": preprocess_cfg,
-        "clip_assets": {
-            "name": name,
-            "train_config": config.to_dict(),
-            "data": data_ids,
-            "metrics": {},
-        },
+        "preprocess_cfg": dict(model.visual.preprocess_cfg),
+        "clip_assets": {"name": name, "train_config": config.to_dict(), "data": _data_ids(data), "metrics": {}},
     }
-    _save_checkpoint(ckpt_dir, model.state_dict(), config_json)
-    weights = ckpt_dir / WEIGHTS_FILE
+    ckpt_dir = (Path(out_dir) if out_dir is not None else models_dir(home)) / name
+    weights = save_checkpoint(ckpt_dir, model.state_dict(), config_json)
     loaded = load_model(ModelSpec(name=config.model, checkpoint=str(weights), device="cpu", workers=0))
+    metrics = _metrics(loaded, data, config, curves, seconds, cpu_seconds)
+    config_json["clip_assets"]["metrics"] = metrics
+    write_json(ckpt_dir / CONFIG_FILE, config_json)  # the weights (and so the model id) are unchanged
+    say(f"trained {config.model} in {seconds:.1f}s: zero-shot accuracy {metrics['zero_shot_accuracy']:.3f}, "
+        f"id {loaded.model_id_str}")
+    return TrainResult(name=name, checkpoint_dir=ckpt_dir, checkpoint_path=weights, model_id=loaded.model_id,
+                       model_id_str=loaded.model_id_str, curves=curves, metrics=metrics,
+                       plot_png=plot_curves(curves, title=f"{name} ({config.model})"), loaded=loaded)
 
-    from clip_assets.models.evaluate import zero_shot_accuracy
 
-    acc = zero_shot_accuracy(loaded, world, n=config.eval_images, seed=config.eval_seed)
-    metrics = {
+def _metrics(loaded: LoadedModel, data: _TrainData, config: TrainConfig, curves: dict[str, list[float]],
+             seconds: float, cpu_seconds: float) -> dict[str, Any]:
+    acc = zero_shot_accuracy(loaded, data.world, n=config.eval_images, seed=config.eval_seed)
+    return {
         "zero_shot_accuracy": acc,
-        "zero_shot_chance": 1.0 / len(world.class_names),
+        "zero_shot_chance": 1.0 / len(data.world.class_names),
         "final_loss": float(np.mean(curves["loss"][-20:])),
         "final_logit_scale": curves["logit_scale"][-1],
-        "train_seconds": train_seconds,
-        "train_cpu_seconds": train_cpu_seconds,
-        "data_seconds": data_seconds,
+        "train_seconds": seconds,
+        "train_cpu_seconds": cpu_seconds,
+        "data_seconds": data.seconds,
         "steps": config.steps,
-        "pairs": int(ptr.num_rows),
-        "steps_per_second": config.steps / max(train_seconds, 1e-9),
+        "pairs": data.n,
+        "steps_per_second": config.steps / max(seconds, 1e-9),
     }
-    config_json["clip_assets"]["metrics"] = metrics
-    _write_json_atomic(ckpt_dir / CONFIG_FILE, config_json)  # the weights (and so the model id) are unchanged
-    say(f"trained {config.model} in {train_seconds:.1f}s: zero-shot accuracy {acc:.3f}, id {loaded.model_id_str}")
-    return TrainResult(
-        name=name,
-        checkpoint_dir=ckpt_dir,
-        checkpoint_path=weights,
-        model_id=loaded.model_id,
-        model_id_str=loaded.model_id_str,
-        curves=curves,
-        metrics=metrics,
-        plot_png=plot_curves(curves, title=f"{name} ({config.model})"),
-        loaded=loaded,
-    )
-
-
-def _save_checkpoint(ckpt_dir: Path, state_dict: dict[str, torch.Tensor], config_json: dict[str, Any]) -> None:
-    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = ckpt_dir.parent / f".{ckpt_dir.name}.staging-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    try:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, staging / WEIGHTS_FILE)
-        (staging / CONFIG_FILE).write_text(json.dumps(config_json, indent=2, sort_keys=True, default=str))
-        trash = None
-        if ckpt_dir.exists():
-            trash = ckpt_dir.parent / f".{ckpt_dir.name}.trash-{uuid.uuid4().hex[:12]}"
-            os.replace(ckpt_dir, trash)
-        os.replace(staging, ckpt_dir)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def plot_curves(curves: dict[str, list[float]], title: str = "training") -> bytes:
     """PNG bytes: loss and logit scale a = exp(logit_scale) per step."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
-    fig = Figure(figsize=(8, 3.2), dpi=100)
+    fig = Figure(figsize=(8, 3.2), dpi=100)  # no pyplot: no global backend state
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(curves["step"], curves["loss"], lw=1)
     ax1.set_xlabel("step")

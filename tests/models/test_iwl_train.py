@@ -17,14 +17,13 @@ from clip_assets.io.warehouse import partition_dir
 from clip_assets.models import iwl_train as iw
 from clip_assets.models.small import TINY
 from clip_assets.models.train import TrainConfig, train_contrastive
+from clip_assets.world import write_drops
 
 TINY = dict(model=TINY, steps=3, batch_size=16, warmup_steps=1, eval_images=8, threads=1)
 
 
 @pytest.fixture(scope="module")
 def drop_dir(tmp_path_factory) -> Path:
-    from clip_assets.world import write_drops
-
     out = tmp_path_factory.mktemp("iwl_landing")
     return write_drops(out, drops=1, pairs=48, seed=5, shard_size=24)[0]
 

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import math
 import shutil
-import socket
+import time
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+from huggingface_hub import constants
 from PIL import Image
 
 from clip_assets.models import small
-from clip_assets.models.loading import ModelLoadError, ModelSpec, load_model
+from clip_assets.models.loading import ModelLoadError, ModelSpec, hub_offline, load_model
 from clip_assets.models.train import TrainConfig, train_contrastive
 from clip_assets.world import write_drops
-
-
-def _network_reachable() -> bool:
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +87,19 @@ def test_unknown_pretrained_tag_lists_known_tags():
     assert "no_such_tag" in msg and "laion2b_s34b_b79k" in msg
 
 
-@pytest.mark.skipif(_network_reachable(), reason="a network is reachable: the hub download could succeed")
-def test_hub_tag_without_network_fails_clearly():
-    # The real call into open_clip / huggingface_hub; nothing is mocked.
+def test_hub_tag_not_in_cache_fails_at_once(monkeypatch, tmp_path):
+    # The real call into open_clip / huggingface_hub with an empty hub cache; HF_HUB_OFFLINE unset, so the load
+    # runs offline (never reaching a hub) and fails at once instead of retrying.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    t0 = time.perf_counter()
     with pytest.raises(ModelLoadError) as e:
         load_model(ModelSpec(name="ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu"))
+    assert time.perf_counter() - t0 < 10
     msg = str(e.value)
     assert "ViT-B-32" in msg and "laion2b_s34b_b79k" in msg
     assert "cannot be downloaded" in msg and "checkpoint=" in msg and "cache" in msg
+    assert "HF_HUB_OFFLINE=0" in msg  # what to do to allow the download
     assert isinstance(e.value.__cause__, Exception)  # the real open_clip error is chained
 
 
@@ -118,8 +117,6 @@ def test_checkpoint_roundtrip_same_outputs(trained20):
     # the folder works too, and so does open_clip's own local-dir loader (hub format)
     lm_dir = load_model(ModelSpec(name="anything", checkpoint=str(res.checkpoint_dir), device="cpu"))
     assert torch.equal(lm_dir.encode_images(x), lm.encode_images(x))
-    import open_clip
-
     m = open_clip.create_model(f"local-dir:{res.checkpoint_dir}").eval()
     with torch.no_grad():
         assert torch.allclose(torch.nn.functional.normalize(m.encode_image(x), dim=-1), lm.encode_images(x), atol=1e-6)
@@ -164,3 +161,14 @@ def test_logit_scale_recorded_matches_model(trained20):
     a = float(trained20.loaded.model.logit_scale.exp())
     assert trained20.model_id["logit_scale"] == pytest.approx(a)
     assert math.isfinite(a) and 1.0 <= a <= 100.0
+
+
+def test_hub_offline_policy_respects_the_users_setting(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with hub_offline() as offline:  # not set by the user: offline during the load
+        assert offline and constants.HF_HUB_OFFLINE is True
+    assert constants.HF_HUB_OFFLINE is False  # restored
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user allows downloads
+    with hub_offline() as offline:
+        assert not offline and constants.HF_HUB_OFFLINE is False

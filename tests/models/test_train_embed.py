@@ -6,14 +6,19 @@ import json
 import tarfile
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from clip_assets.io.drops import index_drop
-from clip_assets.models.embed import embed_drop, embed_shard, read_embeddings, shard_output_valid
-from clip_assets.models.evaluate import rankdata, ratio_spearman, spearman
+from scipy.stats import rankdata
+
+from clip_assets.core.calibration import spearman
+from clip_assets.io.drops import add_tar_member, index_drop, index_shard
+from clip_assets.io.tables import fixed_list_to_numpy
+from clip_assets.models.embed import embed_drop
+from clip_assets.models.evaluate import ratio_spearman
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, train_contrastive
 from clip_assets.world import write_drops
@@ -96,12 +101,29 @@ def _read(path):
     return pq.read_table(path)
 
 
+def read_embedding_file(path):
+    """(uids, image_emb (n, d) float32, text_emb (n, d) float32, model_id) of one embeddings file."""
+    t = pq.read_table(path)
+    mids = pc.unique(t.column("model_id")).to_pylist()
+    return (t.column("uid").to_pylist(), fixed_list_to_numpy(t["image_emb"]), fixed_list_to_numpy(t["text_emb"]),
+            ",".join(map(str, mids)))
+
+
+def output_matches(path, uids, model_id) -> bool:
+    """True if ``path`` is a readable embeddings file for exactly these uids (in order) and this model."""
+    try:
+        t = pq.read_table(path)
+    except Exception:
+        return False
+    return t.column("uid").to_pylist() == list(uids) and t.schema.metadata[b"clip_assets.model_id"].decode() == model_id
+
+
 def test_embeddings_finite_unit_norm_and_aligned(loaded, eval_shards, tmp_path):
     res = embed_drop(eval_shards, loaded, tmp_path / "emb", workers=0)
     assert res.shards_total == 3 and res.shards_written == 3 and res.rows_written == 450
     for t, f in zip(eval_shards, res.files):
         assert f.name == f"part-{t.column('shard')[0].as_py()}.parquet"
-        uids, u, v, mid = read_embeddings(f)
+        uids, u, v, mid = read_embedding_file(f)
         assert uids == t.column("uid").to_pylist()  # same rows, same order
         assert mid == loaded.model_id_str
         assert u.shape == v.shape == (150, loaded.embed_dim)
@@ -112,7 +134,7 @@ def test_embeddings_finite_unit_norm_and_aligned(loaded, eval_shards, tmp_path):
         assert str(schema.field("image_emb").type) == f"fixed_size_list<element: halffloat>[{loaded.embed_dim}]"
         assert schema.metadata[b"clip_assets.model_id"].decode() == loaded.model_id_str
     # the stored embeddings are the model's own (to float16 precision), pair by pair
-    uids, u, v, _ = read_embeddings(res.files[0])
+    uids, u, v, _ = read_embedding_file(res.files[0])
     ref_v = loaded.encode_texts(eval_shards[0].column("caption").to_pylist()[:8]).numpy()
     np.testing.assert_allclose(v[:8], ref_v, atol=2e-3)
     # a second run skips everything
@@ -144,7 +166,7 @@ def test_kill_and_resume_gives_identical_parquet(loaded, eval_shards, tmp_path):
     # a damaged output (truncated file, wrong rows) is detected and recomputed
     victim = tmp_path / "resumed" / "part-00001.parquet"
     victim.write_bytes(victim.read_bytes()[:100])
-    assert not shard_output_valid(victim, eval_shards[1].column("uid").to_pylist(), loaded.model_id_str)
+    assert not output_matches(victim, eval_shards[1].column("uid").to_pylist(), loaded.model_id_str)
     res2 = embed_drop(eval_shards, loaded, tmp_path / "resumed", workers=0)
     assert res2.written == ["00001"] and sorted(res2.skipped) == ["00000", "00002"]
 
@@ -157,23 +179,21 @@ def test_torch_decode_path_matches_pil_on_cpu(loaded, eval_shards, tmp_path):
     one = eval_shards[:1]
     pil = embed_drop(one, loaded, tmp_path / "pil", decode="pil", workers=0)
     tv = embed_drop(one, loaded, tmp_path / "tv", decode="torch", workers=0)
-    _, u1, v1, _ = read_embeddings(pil.files[0])
-    _, u2, v2, _ = read_embeddings(tv.files[0])
+    _, u1, v1, _ = read_embedding_file(pil.files[0])
+    _, u2, v2, _ = read_embedding_file(tv.files[0])
     assert np.array_equal(v1, v2)
     cos = (u1 * u2).sum(axis=1)
     assert cos.min() > 0.98, cos.min()  # torchvision's resize vs Pillow's: small pixel differences only
 
 
 def test_from_raw_pairs_folder_polars_and_single_shard(loaded, eval_shards, tmp_path):
-    import polars as pl
-
     raw = tmp_path / "raw_pairs" / "drop=x"
     raw.mkdir(parents=True)
     for t in eval_shards[:2]:
         pq.write_table(t, raw / f"part-{t.column('shard')[0].as_py()}.parquet")
     a = embed_drop(raw, loaded, tmp_path / "a", workers=0)
     b = embed_drop([pl.from_arrow(t) for t in eval_shards[:2]], loaded, tmp_path / "b", workers=0)
-    c = embed_shard(eval_shards[1], loaded, tmp_path / "c" / "part-00001.parquet", workers=0)
+    c = embed_drop([eval_shards[1]], loaded, tmp_path / "c", workers=0)
     assert [f.name for f in a.files] == [f.name for f in b.files] == ["part-00000.parquet", "part-00001.parquet"]
     for fa, fb in zip(a.files, b.files):
         assert _read(fa).equals(_read(fb))
@@ -187,12 +207,8 @@ def test_only_pointed_rows_reach_the_model(loaded, eval_shards, tmp_path):
     tar_path = tmp_path / "00000.tar"
     good = src.slice(0, 5).to_pylist()
     with tarfile.open(tar_path, "w") as tar:
-        import io
-
         def add(name, data):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            add_tar_member(tar, name, data)
 
         add("bad.jpg", b"\xff\xd8 this is not a jpeg")
         add("bad.txt", b"a photo of a circle")
@@ -201,13 +217,11 @@ def test_only_pointed_rows_reach_the_model(loaded, eval_shards, tmp_path):
                 fh.seek(r["offset"])
                 add(f"{r['key']}.jpg", fh.read(r["size"]))
             add(f"{r['key']}.txt", r["caption"].encode())
-    from clip_assets.io.drops import index_shard
-
     ptr = index_shard(tar_path, "00000")
     assert ptr.num_rows == 6
     clean = ptr.filter(pc.not_equal(ptr.column("key"), "bad"))  # what raw_pairs holds
     res = embed_drop([clean], loaded, tmp_path / "out", workers=0)
-    uids, u, _, _ = read_embeddings(res.files[0])
+    uids, u, _, _ = read_embedding_file(res.files[0])
     assert uids == [r["uid"] for r in good] and np.isfinite(u).all()
     # and if a bad pointer did slip through, the error names the shard and uid instead of writing garbage
     with pytest.raises(RuntimeError, match="cannot decode image of uid"):
