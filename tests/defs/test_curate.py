@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_assets.core.selection import keep_fraction_threshold
-from clip_assets.defs.curate import filters as F
+from clip_assets.curate import filters as F
 from clip_assets.defs.curate.assets import curated_subsets, curation_report, ngram_analysis
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io import catalog
@@ -172,9 +172,9 @@ def _pool(tmp_path: Path, values: np.ndarray, null_at: tuple[int, ...] = ()) -> 
 def test_duckdb_threshold_matches_reference_and_brute_force(tmp_path, name):
     values = _values_cases()[name]
     pool = _pool(tmp_path, values)
-    con = F.connect(threads=1)
     specs = [F.FilterSpec(f"f{i}", "keep_fraction", column="text_kl", keep_fraction=f) for i, f in enumerate(FRACTIONS)]
-    results = F.run_filters(con, pool, specs, tmp_path / "out")
+    with F.session(tmp_path, threads=1) as con:
+        results = F.run_filters(con, pool, specs, tmp_path / "out")
     for f, r in zip(FRACTIONS, results):
         t_ref, keep_ref = keep_fraction_threshold(values, f)
         t_bf, keep_bf = brute_force(values, f)
@@ -191,20 +191,18 @@ def test_duckdb_threshold_matches_reference_and_brute_force(tmp_path, name):
         assert r.kept == int(keep_ref.sum()) and r.kept + r.dropped == r.pool == len(values)
         for k_, reason in zip(got["keep"], got["reason"]):
             assert (reason is None) == bool(k_)
-    con.close()
 
 
 def test_null_counts_in_pool_and_is_never_kept(tmp_path):
     values = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0])
     pool = _pool(tmp_path, values, null_at=(0, 1))  # the two largest are NULL: N stays 8
-    con = F.connect(threads=1)
-    (r,) = F.run_filters(con, pool, [F.FilterSpec("half", "keep_fraction", column="text_kl", keep_fraction=0.5)],
-                         tmp_path / "out")
+    with F.session(tmp_path, threads=1) as con:
+        (r,) = F.run_filters(con, pool, [F.FilterSpec("half", "keep_fraction", column="text_kl", keep_fraction=0.5)],
+                             tmp_path / "out")
     got = dict(zip(*pq.read_table(r.path, columns=["uid", "reason"]).to_pydict().values()))
     assert (r.k, r.threshold, r.kept) == (4, 0.0, 4)  # k = floor(0.5 * 8) = 4 -> 3, 2, 1, 0
     assert got[uid(0)] == "half: text_kl is missing"
     assert got[uid(7)] == "half: text_kl -2 < 0 (keep top 50%)"
-    con.close()
 
 
 # ------------------------------------------------------------------------------------------- pool and subsets
@@ -298,6 +296,7 @@ def test_assets_end_to_end_on_a_synthetic_pool(home):
     assert checks[("curated_subsets", "single_lineage")].passed
     assert checks[("curation_report", "report_covers_every_filter")].passed
     assert checks[("ngram_analysis", "coverage_valid")].passed, checks[("ngram_analysis", "coverage_valid")].metadata
+    catalog.refresh_views(home)  # what the catalog asset does after them (the one place views are refreshed)
 
     # the views: every subset has pool rows; the summary has the thresholds
     n_subsets = len(F.load_filters())
