@@ -388,3 +388,18 @@ def test_global_assets_refresh_once_every_drop_is_scored():
         mark([dg.AssetKey(k) for k in per_drop], "d3")
         requested, cursor = tick(cursor)
         assert requested == curate
+
+
+def test_curated_subsets_refuses_a_drop_with_incomplete_scores(home):
+    """Scores that cover only part of a drop's raw_pairs (a partial upstream) never reach the subsets."""
+    synthetic_pool(home, "s-000", 80, seed=1)
+    uids = synthetic_pool(home, "s-001", 60, seed=2)
+    write_scores(home, "s-001", uids[:45])  # 45 of 60 rows scored
+    res = _materialize(home, [curated_subsets.key], raise_on_error=False)
+    assert not res.success
+    failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
+    msg = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    for needle in ("curated_subsets", "pair_scores", "'s-001'", "45 rows", "60 raw_pairs rows"):
+        assert needle in msg, (needle, msg)
+    assert "'s-000'" not in msg
+    assert not (home / "warehouse" / "curated_subsets").exists()

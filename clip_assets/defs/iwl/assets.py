@@ -16,6 +16,7 @@ from clip_assets.defs.plots import figure_metadata, markdown_table, png_metadata
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import table_metadata
 from clip_assets.io.drops import validate_drop_name
+from clip_assets.io.tables import drops_with
 from clip_assets.iwl import evaluation as ev
 from clip_assets.iwl import training as tr
 from clip_assets.iwl import weights as wt
@@ -180,6 +181,8 @@ _RELOAD = "every seed's checkpoint reloads through load_model with the same mode
     pool="gpu",
 )
 def iwl_models(context: dg.AssetExecutionContext, config: IwlTrainingConfig, home: HomeResource):
+    drops = [validate_drop_name(d) for d in config.drops] or drops_with("importance_weights", home.path())
+    home.require_complete(IMPORTANCE_WEIGHTS, drops, consumer=IWL_MODEL, per="prompt")
     try:
         run = tr.train_pairs(home.path(), config.seeds, config.train_config, config.normalise,
                              prompt=config.prompt or None, drops=config.drops or None, log=context.log.info)

@@ -15,7 +15,7 @@ from clip_assets.defs.keys import (CONTRASTIVE_MODEL, EMBEDDINGS, KL_STATS, PAIR
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
 from clip_assets.defs.plots import figure_metadata, markdown_table
 from clip_assets.defs.resources import HomeResource
-from clip_assets.defs.specs import table_metadata
+from clip_assets.defs.specs import column_schema, table_metadata
 from clip_assets.io.completeness import partition_rows
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.reference import sample_reference, write_reference
@@ -65,6 +65,7 @@ def reference_set(context: dg.AssetExecutionContext, config: ReferenceSetConfig,
             "reference_id": info["reference_id"], "model_id": info["model_id"], "n": info["n"],
             "pool_rows": info["pool_rows"], "seed": info["seed"], "drops": ", ".join(info["drops"]),
             "seconds": round(time.perf_counter() - t0, 2),
+            "dagster/column_schema": column_schema(table.schema),
         },
         check_results=[dg.AssetCheckResult(
             check_name="reference_sizes", passed=bool(info["n"] == min(config.n, info["pool_rows"])),
