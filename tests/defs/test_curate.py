@@ -82,6 +82,10 @@ def test_assets_end_to_end_on_a_synthetic_pool(home):
     assert checks[("curation_report", "report_covers_every_filter")].passed
     assert checks[("ngram_analysis", "coverage_valid")].passed, checks[("ngram_analysis", "coverage_valid")].metadata
     catalog.refresh_views(home)  # what the catalog asset does after them (the one place views are refreshed)
+    # the report says at which fraction it evaluated each filter, and beside it the subset's own rule
+    meta = {m.asset_key: m.materialization.metadata for m in res.get_asset_materialization_events()}
+    assert "every keep-fraction filter at 25%" in meta[curation_report.key]["evaluated_at"].value
+    assert "| top 30% by clip_score |" in meta[curation_report.key]["report"].value
 
     # the views: every subset has pool rows; the summary has the thresholds
     n_subsets = len(F.load_filters())

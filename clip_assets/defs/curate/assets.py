@@ -165,13 +165,17 @@ def curation_report(context: dg.AssetExecutionContext, config: CurationReportCon
                                                metadata={"skipped": True})])
     rows = out.rows
     by = {r["filter"]: r for r in rows}
+    own_rule = {s.name: s.rule for s in out.specs}
+    shown = [{**r, "subset_rule": own_rule[r["filter"]]} for r in rows]
     metadata = {
         "dagster/row_count": len(rows), "keep_fraction": f, "pool": out.pool_rows,
+        "evaluated_at": f"every keep-fraction filter at {f * 100:g}% (curated_subsets applies each filter's own "
+                        "rule: column subset_rule)",
         "pool_with_truth": rows[0]["pool"] if rows else 0, "drops_with_truth": len(out.truth_drops),
         "drops_without_truth": len(out.drops) - len(out.truth_drops),
-        "report": markdown_table(rows, ["filter", "setting", "kept", "kept_fraction", "aligned_share",
-                                        "placeholder_share", "placeholders_kept", "mean_true_log_ratio",
-                                        "mean_true_kl_text"], max_rows=50),
+        "report": markdown_table(shown, ["filter", "setting", "subset_rule", "kept", "kept_fraction",
+                                         "aligned_share", "placeholder_share", "placeholders_kept",
+                                         "mean_true_log_ratio", "mean_true_kl_text"], max_rows=50),
         "plot": figure_metadata(R.report_plot(rows, f)),
     }
     for name in ("no_filter", "kl_text", "clip_score"):
