@@ -376,3 +376,13 @@ def test_bad_run_config_is_refused_before_the_asset_runs(home, op, config, needl
                            resources={"home": HomeResource(home=str(home))},
                            run_config={"ops": {op: {"config": config}}})
         assert "refuses incomplete upstream" not in str(e.value)  # refused at config, before reading anything
+
+
+def test_checkpoint_source_needs_a_path(home):
+    from clip_assets.defs.keys import CONTRASTIVE_MODEL
+
+    with pytest.raises(Exception, match="source='checkpoint' needs config checkpoint"):
+        dg.materialize([*defs.assets, *defs.asset_checks], selection=[CONTRASTIVE_MODEL],
+                       resources={"home": HomeResource(home=str(home))},
+                       run_config={"ops": {"contrastive_model": {"config": {"source": "checkpoint"}}}})
+    assert not (home / "models").exists()  # refused before anything was trained or written

@@ -4,7 +4,7 @@ import math
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from clip_assets.defs.keys import CONTRASTIVE_MODEL, EMBEDDINGS, RAW_PAIRS
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
@@ -44,6 +44,12 @@ class ContrastiveModelConfig(dg.Config):
     train_steps: int = Field(600, ge=1)
     train_batch_size: int = Field(256, ge=1)
 
+    @model_validator(mode="after")
+    def _checkpoint_given(self) -> "ContrastiveModelConfig":
+        if self.source == "checkpoint" and not self.checkpoint:
+            raise ValueError("source='checkpoint' needs config checkpoint=<local path>")
+        return self
+
 
 def _training_drop(home, pairs: int, seed: int):
     """The synthetic training drop (outside landing, so the sensor never ingests it); written once per seed/size."""
@@ -62,8 +68,6 @@ def _model_spec(context, config: ContrastiveModelConfig, home) -> tuple[ModelSpe
     if config.source == "pretrained":
         return ModelSpec(name=config.name, pretrained=config.pretrained or None, **run), {}
     if config.source == "checkpoint":
-        if not config.checkpoint:
-            raise dg.Failure("contrastive_model: source='checkpoint' needs config checkpoint=<local path>")
         return ModelSpec(name=config.name, checkpoint=config.checkpoint, **run), {}
     drop = _training_drop(home, config.train_pairs, config.train_seed)
     tc = TrainConfig(steps=config.train_steps, batch_size=config.train_batch_size, seed=config.train_seed)
