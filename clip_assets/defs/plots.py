@@ -4,6 +4,7 @@ the one formatting rule of clip_assets.report.format, and a written report as li
 from __future__ import annotations
 
 import dagster as dg
+from matplotlib.figure import Figure
 
 from clip_assets.report.build import Report
 from clip_assets.report.format import markdown_rows
@@ -12,7 +13,7 @@ from clip_assets.report.plots import data_uri, png_bytes, pyplot
 __all__ = ["pyplot", "figure_metadata", "png_metadata", "markdown_table", "report_metadata"]
 
 
-def figure_metadata(fig) -> dg.MetadataValue:
+def figure_metadata(fig: Figure) -> dg.MetadataValue:
     """A matplotlib figure as an inline PNG (Markdown image) that the Dagster UI renders; the figure is closed."""
     return png_metadata(png_bytes(fig))
 

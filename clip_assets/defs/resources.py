@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import dagster as dg
 
 from clip_assets import config
 from clip_assets.io import catalog
+from clip_assets.io.completeness import IncompletePartitionError, require_complete
 
 
 class HomeResource(dg.ConfigurableResource):
@@ -25,5 +27,13 @@ class HomeResource(dg.ConfigurableResource):
         return config.landing_dir(self.path())
 
     def refresh_catalog(self) -> list[str]:
-        """Re-create the DuckDB views (call from assets running in the ``duckdb`` pool)."""
+        """Re-create the DuckDB views (only the catalog asset calls this, in the ``duckdb`` pool)."""
         return catalog.refresh_views(self.path())
+
+    def require_complete(self, asset: dg.AssetKey, drops: Iterable[str], consumer: dg.AssetKey,
+                         per: str | None = None) -> None:
+        """Fail the step unless ``asset``'s partition of every drop holds exactly raw_pairs' uids."""
+        try:
+            require_complete(asset.to_user_string(), list(drops), consumer.to_user_string(), self.path(), per=per)
+        except IncompletePartitionError as e:
+            raise dg.Failure(str(e)) from None

@@ -314,3 +314,75 @@ def test_make_dev_serves_on_localhost_only():
     line = next(ln for ln in p.stdout.splitlines() if "dagster dev" in ln)
     assert "-h 127.0.0.1" in line and "0.0.0.0" not in line, line
     assert "-w workspace.yaml" in line
+
+
+# ------------------------------------------------------------------ shared defaults and the graph's layout
+# Table assets whose columns depend on the run (the model's embedding width, the reference set): their column
+# schema comes with each materialization instead of the definition.
+COLUMNS_AT_MATERIALIZATION = {"embeddings", "reference_set"}
+
+
+def test_every_table_asset_lists_its_columns():
+    for key in ASSET_KEYS:
+        node = GRAPH.get(key)
+        if "parquet" not in node.kinds or key.to_user_string() in COLUMNS_AT_MATERIALIZATION:
+            continue
+        schema = (node.metadata or {}).get("dagster/column_schema")
+        assert isinstance(schema, dg.TableSchema) and schema.columns, key.to_user_string()
+        assert "uid" in {c.name for c in schema.columns} or key.to_user_string() in {
+            "score_calibration", "curation_report", "ngram_analysis"}, key.to_user_string()
+
+
+def test_shared_owner_and_groups_read_left_to_right():
+    assert {tuple(GRAPH.get(k).owners) for k in ASSET_KEYS} == {("team:curation",)}
+    catalog = GRAPH.get(dg.AssetKey("catalog"))
+    assert catalog.group_name == "catalog"
+    assert all(GRAPH.get(k).group_name != "catalog" for k in ASSET_KEYS if k != catalog.key)
+    # the catalog's check is one of its own check specs: every rebuild (automatic ones included) evaluates it
+    assert dg.AssetCheckKey(catalog.key, "views_and_drops_balance") in catalog.check_keys
+    # no group depends on a group to its right: ingest -> embed -> score -> curate / iwl -> catalog
+    order = {"ingest": 0, "embed": 1, "score": 2, "curate": 3, "iwl": 3, "catalog": 4}
+    for key in ASSET_KEYS:
+        for parent in GRAPH.get(key).parent_keys:
+            assert order[GRAPH.get(parent).group_name] <= order[GRAPH.get(key).group_name], (parent, key)
+
+
+def test_runs_execute_in_process():
+    """No step worker per asset: the process_drop job (and the asset jobs the UI launches) run in-process."""
+    assert REPO.get_job("process_drop").executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+
+
+@pytest.mark.parametrize("op, config, needle", [
+    ("curation_report", {"keep_fraction": 1.5}, "keep_fraction"),
+    ("reference_set", {"n": 0}, "n"),
+    ("ngram_analysis", {"max_rows": 5}, "max_rows"),
+    ("ngram_analysis", {"ks": [0, 10]}, "ks must hold positive integers"),
+    ("iwl_models", {"normalise": "median"}, "normalise"),
+    ("iwl_models", {"steps": 0}, "steps"),
+    ("importance_weights", {"a_prime": float("inf")}, "a_prime"),
+])
+def test_bad_run_config_is_refused_before_the_asset_runs(home, op, config, needle):
+    """Config constraints are pydantic's (Field bounds, Literal, validators), checked before any work."""
+    from clip_assets.defs.keys import CURATION_REPORT, IMPORTANCE_WEIGHTS, IWL_MODEL, NGRAM_ANALYSIS, REFERENCE_SET
+
+    keys = {"curation_report": [CURATION_REPORT], "reference_set": [REFERENCE_SET], "ngram_analysis": [NGRAM_ANALYSIS],
+            "iwl_models": [IWL_MODEL, dg.AssetKey("baseline_model")], "importance_weights": [IMPORTANCE_WEIGHTS]}
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions(drops_partitions.name, ["d"])
+        with pytest.raises(Exception, match=needle) as e:
+            dg.materialize([*defs.assets, *defs.asset_checks], selection=keys[op], instance=inst,
+                           partition_key="d" if op == "importance_weights" else None,
+                           resources={"home": HomeResource(home=str(home))},
+                           run_config={"ops": {op: {"config": config}}})
+        assert "refuses incomplete upstream" not in str(e.value)  # refused at config, before reading anything
+
+
+def test_checkpoint_source_needs_a_path(home):
+    from clip_assets.defs.keys import CONTRASTIVE_MODEL
+
+    with pytest.raises(Exception, match="source='checkpoint' needs config checkpoint"):
+        dg.materialize([*defs.assets, *defs.asset_checks], selection=[CONTRASTIVE_MODEL],
+                       resources={"home": HomeResource(home=str(home))},
+                       run_config={"ops": {"contrastive_model": {"config": {"source": "checkpoint"}}}})
+    assert not (home / "models").exists()  # refused before anything was trained or written

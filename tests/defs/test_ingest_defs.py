@@ -9,6 +9,7 @@ import sys
 import dagster as dg
 import pytest
 
+from clip_assets.defs import ingest as ingest_domain
 from clip_assets.defs.ingest.sensors import landing_sensor
 from clip_assets.defs.partitions import drops_partitions
 from clip_assets.defs.resources import HomeResource
@@ -75,3 +76,19 @@ def test_synthetic_drop_sensor_to_sql(home):
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "drop,seen,kept,rejected"
     assert lines[1] == f"{drop},300,300,0"
+
+
+def test_per_drop_checks_name_their_drop(home):
+    """Each per-drop check says which drop it judged, in its metadata and its description."""
+    build_drop(home / "landing" / "d7", [[{"key": f"{i:09d}", "image": jpeg_bytes(i), "caption": f"c {i}"}
+                                          for i in range(3)]])
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions(drops_partitions.name, ["d7"])
+        res = dg.materialize([*ingest_domain.defs.assets, *ingest_domain.defs.asset_checks],
+                             selection=[dg.AssetKey("raw_pairs"), dg.AssetKey("rejected_pairs")], partition_key="d7",
+                             instance=inst, resources={"home": HomeResource(home=str(home))})
+    evals = res.get_asset_check_evaluations()
+    assert {e.check_name for e in evals} == {"rows_balance", "uids_unique", "reasons_valid"}
+    for e in evals:
+        assert e.metadata["drop"].value == "d7", e.check_name
+        assert e.description.startswith("drop d7"), (e.check_name, e.description)

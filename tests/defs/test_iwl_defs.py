@@ -149,3 +149,34 @@ def test_bad_configs_fail_clearly(chain):
     with pytest.raises(Exception, match="stored prompts"):
         _materialize(defs, instance, home, [dg.AssetKey("iwl_model"), dg.AssetKey("baseline_model")],
                      run_config={"ops": {"iwl_models": {"config": {**TINY_TRAIN, "prompt": "a photo of a cow"}}}})
+
+
+def test_truncated_embeddings_are_refused_downstream(chain):
+    """A kill in the middle of embeddings leaves the shards it finished: importance_weights and reference_set
+    refuse that partition (naming the drop, the asset and the counts) instead of running on part of the drop."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from clip_assets.io.tables import read_partition
+    from clip_assets.io.warehouse import partition_dir
+
+    defs, instance, home, _, _ = chain
+    part = partition_dir("embeddings", DROP, home)
+    shards = sorted(part.glob("part-*.parquet"))
+    assert len(shards) == 2
+    rows = read_partition("embeddings", DROP, home).num_rows
+    kept = rows - pq.ParquetFile(shards[-1]).metadata.num_rows
+    aside = home / "aside.parquet"
+    shutil.move(shards[-1], aside)
+    try:
+        for key, partition in (("importance_weights", DROP), ("reference_set", None)):
+            res = _materialize(defs, instance, home, [dg.AssetKey(key)], partition_key=partition,
+                               raise_on_error=False)
+            assert not res.success
+            failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
+            msg = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+            for needle in (key, "embeddings", repr(DROP), f"{kept} rows", f"{rows} raw_pairs rows"):
+                assert needle in msg, (needle, msg)
+    finally:
+        shutil.move(aside, shards[-1])

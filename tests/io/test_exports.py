@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_assets.cli import main as cli_main
-from clip_assets.defs.curate import filters as F
+from clip_assets.curate import filters as F
 from clip_assets.io import exports as E
 from clip_assets.io.ingest import ingest_drop
 from clip_assets.io.tables import read_partition

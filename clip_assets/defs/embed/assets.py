@@ -1,14 +1,24 @@
 """Embed domain: contrastive_model (global) -> embeddings (per drop)."""
 
+import math
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field, model_validator
 
+from clip_assets.defs.keys import CONTRASTIVE_MODEL, EMBEDDINGS, RAW_PAIRS
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
 from clip_assets.defs.plots import png_metadata
 from clip_assets.defs.resources import HomeResource
+from clip_assets.defs.specs import column_schema
+from clip_assets.io.completeness import embedding_quality, partition_rows
 from clip_assets.io.drops import validate_drop_name
+from clip_assets.io.warehouse import partition_dir
 from clip_assets.models.card import load_current_model, write_card
+from clip_assets.models.embed import embed_drop, embedding_schema
+from clip_assets.models.loading import ModelSpec, load_model
+from clip_assets.models.train import TrainConfig, train_contrastive
+from clip_assets.world import write_drops
 
 
 class ContrastiveModelConfig(dg.Config):
@@ -27,18 +37,22 @@ class ContrastiveModelConfig(dg.Config):
     checkpoint: str = ""
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
-    batch_size: int = 256
-    workers: int = 0
-    train_pairs: int = 20_000
-    train_seed: int = 1234
-    train_steps: int = 600
-    train_batch_size: int = 256
+    batch_size: int = Field(256, ge=1)
+    workers: int = Field(0, ge=0)
+    train_pairs: int = Field(20_000, ge=1)
+    train_seed: int = Field(1234, ge=0)
+    train_steps: int = Field(600, ge=1)
+    train_batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _checkpoint_given(self) -> "ContrastiveModelConfig":
+        if self.source == "checkpoint" and not self.checkpoint:
+            raise ValueError("source='checkpoint' needs config checkpoint=<local path>")
+        return self
 
 
 def _training_drop(home, pairs: int, seed: int):
     """The synthetic training drop (outside landing, so the sensor never ingests it); written once per seed/size."""
-    from clip_assets.world import write_drops
-
     out = home / "training"
     name = f"train-s{seed}-n{pairs}-"
     drop = out / f"{name}000"
@@ -47,7 +61,25 @@ def _training_drop(home, pairs: int, seed: int):
     return drop
 
 
+def _model_spec(context, config: ContrastiveModelConfig, home) -> tuple[ModelSpec, dict]:
+    """The spec the card records (training the model first when source = "train"), and training metadata."""
+    run = dict(device=config.device, precision=config.precision, batch_size=config.batch_size,
+               workers=config.workers)
+    if config.source == "pretrained":
+        return ModelSpec(name=config.name, pretrained=config.pretrained or None, **run), {}
+    if config.source == "checkpoint":
+        return ModelSpec(name=config.name, checkpoint=config.checkpoint, **run), {}
+    drop = _training_drop(home, config.train_pairs, config.train_seed)
+    tc = TrainConfig(steps=config.train_steps, batch_size=config.train_batch_size, seed=config.train_seed)
+    res = train_contrastive(drop, tc, name="contrastive_model-train", home=home, log=context.log.info)
+    meta = {"training_curves": png_metadata(res.plot_png), "train_pairs": config.train_pairs,
+            "train_steps": config.train_steps,
+            **{k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}}
+    return ModelSpec(name=res.model_id["name"], checkpoint=str(res.checkpoint_path), **run), meta
+
+
 @dg.asset(
+    key=CONTRASTIVE_MODEL,
     description=(
         "The CLIP-style model read as a density-ratio estimator. Offline default: a small open_clip model trained "
         "from scratch on a synthetic training drop (checkpoint + config saved under `<home>/models/`, reloaded "
@@ -57,40 +89,16 @@ def _training_drop(home, pairs: int, seed: int):
     ),
     group_name="embed",
     kinds={"pytorch"},
-    owners=["team:curation"],
     tags=GLOBAL_GRAIN,
     pool="gpu",
     automation_condition=dg.AutomationCondition.on_missing(),
-    check_specs=[dg.AssetCheckSpec("model_loads", asset="contrastive_model", blocking=True,
+    check_specs=[dg.AssetCheckSpec("model_loads", asset=CONTRASTIVE_MODEL, blocking=True,
                                    description="the card's model reloads and has a finite logit scale")],
 )
 def contrastive_model(context: dg.AssetExecutionContext, config: ContrastiveModelConfig, home: HomeResource):
-    from clip_assets.models.loading import ModelSpec, load_model
-
-    h = home.path()
-    run = dict(device=config.device, precision=config.precision, batch_size=config.batch_size,
-               workers=config.workers)
-    meta: dict = {}
-    if config.source == "train":
-        from clip_assets.models.train import TrainConfig, train_contrastive
-
-        drop = _training_drop(h, config.train_pairs, config.train_seed)
-        tc = TrainConfig(steps=config.train_steps, batch_size=config.train_batch_size, seed=config.train_seed)
-        res = train_contrastive(drop, tc, name="contrastive_model-train", home=h, log=context.log.info)
-        spec = ModelSpec(name=res.model_id["name"], checkpoint=str(res.checkpoint_path), **run)
-        meta.update({
-            "training_curves": png_metadata(res.plot_png),
-            "train_pairs": config.train_pairs, "train_steps": config.train_steps,
-            **{k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))},
-        })
-    elif config.source == "pretrained":
-        spec = ModelSpec(name=config.name, pretrained=config.pretrained or None, **run)
-    else:
-        if not config.checkpoint:
-            raise dg.Failure("contrastive_model: source='checkpoint' needs config checkpoint=<local path>")
-        spec = ModelSpec(name=config.name, checkpoint=config.checkpoint, **run)
+    spec, meta = _model_spec(context, config, home.path())
     loaded = load_model(spec)
-    write_card(spec.to_dict(), loaded.model_id, loaded.model_id_str, home=h)
+    write_card(spec.to_dict(), loaded.model_id, loaded.model_id_str, home=home.path())
     a = loaded.logit_scale
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(loaded.model_id_str),
@@ -98,22 +106,21 @@ def contrastive_model(context: dg.AssetExecutionContext, config: ContrastiveMode
                   "embed_dim": loaded.embed_dim, "device": str(loaded.device), "precision": loaded.precision,
                   **meta},
     )
-    import math
-
     yield dg.AssetCheckResult(check_name="model_loads", passed=bool(math.isfinite(a) and a > 0),
                               metadata={"logit_scale_a": a})
 
 
 class EmbeddingsConfig(dg.Config):
-    """Overrides of the model card's run settings for this run (empty = the card's)."""
+    """Overrides of the model card's run settings for this run (empty / 0 / -1 = the card's)."""
 
     device: str = ""
-    batch_size: int = 0
-    workers: int = -1
+    batch_size: int = Field(0, ge=0)
+    workers: int = Field(-1, ge=-1)
 
 
 @dg.asset(
-    deps=["raw_pairs", contrastive_model],
+    key=EMBEDDINGS,
+    deps=[RAW_PAIRS, CONTRASTIVE_MODEL],
     partitions_def=drops_partitions,
     description=(
         "L2-normalised image and text embeddings of one drop's kept pairs from the current contrastive_model: "
@@ -123,18 +130,14 @@ class EmbeddingsConfig(dg.Config):
     ),
     group_name="embed",
     kinds={"pytorch", "parquet"},
-    owners=["team:curation"],
     tags=DROP_GRAIN,
     pool="gpu",
     automation_condition=dg.AutomationCondition.eager(),
-    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="embeddings", blocking=True,
-                                   description="finite, unit-norm, one row per raw_pairs row (same uids)")],
+    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset=EMBEDDINGS, blocking=True,
+                                   description="one row per raw_pairs row (each shard's uids verified while "
+                                               "embedding); the shards written by this run finite and unit-norm")],
 )
 def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: HomeResource):
-    from clip_assets.io.tables import check_embeddings
-    from clip_assets.io.warehouse import partition_dir
-    from clip_assets.models.embed import embed_drop
-
     drop = validate_drop_name(context.partition_key)
     h = home.path()
     loaded = load_current_model(h, device=config.device or None, batch_size=config.batch_size or None,
@@ -145,14 +148,21 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, home
 
     res = embed_drop(partition_dir("raw_pairs", drop, h), loaded, partition_dir("embeddings", drop, h),
                      progress=progress)
-    check = check_embeddings(drop, h)
+    raw_rows = partition_rows("raw_pairs", drop, h)
+    written = {f"part-{s}" for s in res.written}
+    quality = embedding_quality([f for f in res.files if f.stem in written])
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": check["rows"], **res.to_metadata(),
+        "dagster/row_count": res.rows_total, "drop": drop, **res.to_metadata(),
         "device": str(loaded.device), "precision": loaded.precision,
+        "dagster/column_schema": column_schema(embedding_schema(loaded.embed_dim)),
     })
-    yield dg.AssetCheckResult(check_name="embeddings_valid", passed=check["ok"],
-                              metadata={k: (v if not isinstance(v, list) else ", ".join(v))
-                                        for k, v in check.items() if k != "ok"})
+    ok = bool(res.rows_total == raw_rows and quality["ok"])
+    yield dg.AssetCheckResult(
+        check_name="embeddings_valid", passed=ok,
+        description=f"drop {drop}: {res.rows_total} embedding rows for {raw_rows} raw_pairs rows",
+        metadata={"drop": drop, "rows": res.rows_total, "raw_pairs_rows": raw_rows,
+                  "shards_checked_for_norms": len(written), **{k: v for k, v in quality.items() if k != "ok"},
+                  "model_id": res.model_id})
 
 
 defs_assets = [contrastive_model, embeddings]

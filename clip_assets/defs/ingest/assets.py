@@ -1,55 +1,48 @@
-"""Ingest domain: landing drops -> ``raw_pairs`` + ``rejected_pairs`` (per drop) -> DuckDB ``catalog`` views."""
-
+"""Ingest domain: landing drops -> ``raw_pairs`` + ``rejected_pairs`` (per drop); the DuckDB ``catalog`` (its own
+group, last in the graph: it depends on every warehouse table)."""
 
 import dagster as dg
-import duckdb
 
 from clip_assets.config import warehouse_dir
+from clip_assets.defs.ingest.checks import catalog_balance
+from clip_assets.defs.keys import CATALOG, CATALOG_TABLES, RAW_PAIRS, REJECTED_PAIRS
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
 from clip_assets.defs.plots import markdown_table
 from clip_assets.defs.resources import HomeResource
-from clip_assets.io.catalog import load_sql
+from clip_assets.defs.specs import table_metadata
+from clip_assets.io.completeness import drop_counts
 from clip_assets.io.drops import validate_drop_name
-from clip_assets.io.ingest import ingest_drop
+from clip_assets.io.ingest import RAW_PAIRS_SCHEMA, REJECTED_SCHEMA, ingest_drop
 from clip_assets.io.warehouse import partition_dir
-
-RAW = dg.AssetKey("raw_pairs")
-REJECTED = dg.AssetKey("rejected_pairs")
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            RAW,
+            RAW_PAIRS,
             description=(
                 "Kept image-text pairs of one drop. Grain: one row per (drop, uid). Columns: uid, drop, shard, "
                 "key, caption, url, width, height, image_sha256, image_format and a pointer (tar_path, member, "
                 "offset, size) to the image bytes inside the drop's tar. Parquet: `warehouse/raw_pairs/drop=<drop>/`."
             ),
-            group_name="ingest",
-            kinds={"parquet"},
-            owners=["team:curation"],
-            tags=DROP_GRAIN,
-            partitions_def=drops_partitions,
+            group_name="ingest", kinds={"parquet"}, tags=DROP_GRAIN, partitions_def=drops_partitions,
+            metadata=table_metadata(RAW_PAIRS_SCHEMA),
         ),
         dg.AssetSpec(
-            REJECTED,
+            REJECTED_PAIRS,
             description=(
                 "Rows of one drop that ingestion did not keep, each with its reason (status_not_success, "
                 "missing_image, undecodable_image, missing/empty caption, caption_not_utf8, truncated_tar, "
                 "duplicate_uid) and detail. Rows seen = raw_pairs rows + rejected_pairs rows."
             ),
-            group_name="ingest",
-            kinds={"parquet"},
-            owners=["team:curation"],
-            tags=DROP_GRAIN,
-            partitions_def=drops_partitions,
+            group_name="ingest", kinds={"parquet"}, tags=DROP_GRAIN, partitions_def=drops_partitions,
+            metadata=table_metadata(REJECTED_SCHEMA),
         ),
     ],
     check_specs=[
-        dg.AssetCheckSpec("rows_balance", asset=RAW, blocking=True,
+        dg.AssetCheckSpec("rows_balance", asset=RAW_PAIRS, blocking=True,
                           description="rows seen = rows kept + rows rejected, read back from the warehouse"),
-        dg.AssetCheckSpec("uids_unique", asset=RAW, blocking=True,
+        dg.AssetCheckSpec("uids_unique", asset=RAW_PAIRS, blocking=True,
                           description="no uid appears twice within the drop"),
     ],
     can_subset=False,
@@ -68,66 +61,57 @@ def ingest(context: dg.AssetExecutionContext, home: HomeResource):
         )
 
     res = ingest_drop(drop_dir, home=home.path(), progress=progress)
-    kept_glob = str(partition_dir("raw_pairs", drop, home.path()) / "*.parquet")
-    rej_glob = str(partition_dir("rejected_pairs", drop, home.path()) / "*.parquet")
-    kept, distinct, rejected = duckdb.execute(load_sql("queries/drop_counts"), [kept_glob, kept_glob, rej_glob]).fetchone()
+    kept, distinct, rejected = drop_counts(drop, home.path())
     reasons = [{"reason": k, "rows": v} for k, v in sorted(res.reasons.items(), key=lambda kv: -kv[1])]
-    yield dg.MaterializeResult(
-        asset_key=RAW,
-        metadata={
-            "dagster/row_count": kept,
-            "rows_seen": res.seen,
-            "rows_kept": res.kept,
-            "rows_rejected": res.rejected,
-            "shards": len(res.shards),
-            "seconds": round(res.seconds, 3),
-            "pairs_per_s": round(res.seen / res.seconds, 1) if res.seconds > 0 else 0.0,
-            "image_megabytes": round(res.image_bytes / 1e6, 3),
-            "path": dg.MetadataValue.path(str(partition_dir("raw_pairs", drop, home.path()))),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key=REJECTED,
-        metadata={
-            "dagster/row_count": rejected,
-            "reasons": markdown_table(reasons) if reasons else dg.MetadataValue.md("_no rejected rows_"),
-        },
-    )
+    yield dg.MaterializeResult(asset_key=RAW_PAIRS, metadata={
+        "dagster/row_count": kept, "drop": drop, "rows_seen": res.seen, "rows_kept": res.kept,
+        "rows_rejected": res.rejected, "shards": len(res.shards), "seconds": round(res.seconds, 3),
+        "pairs_per_s": round(res.seen / res.seconds, 1) if res.seconds > 0 else 0.0,
+        "image_megabytes": round(res.image_bytes / 1e6, 3),
+        "path": dg.MetadataValue.path(str(partition_dir("raw_pairs", drop, home.path()))),
+    })
+    yield dg.MaterializeResult(asset_key=REJECTED_PAIRS, metadata={
+        "dagster/row_count": rejected, "drop": drop,
+        "reasons": markdown_table(reasons) if reasons else dg.MetadataValue.md("_no rejected rows_"),
+    })
     yield dg.AssetCheckResult(
-        check_name="rows_balance",
-        asset_key=RAW,
+        check_name="rows_balance", asset_key=RAW_PAIRS,
         passed=bool(res.seen == kept + rejected and kept == res.kept and rejected == res.rejected),
-        metadata={"seen": res.seen, "kept_in_warehouse": kept, "rejected_in_warehouse": rejected},
+        description=f"drop {drop}: {res.seen} seen, {kept} kept + {rejected} rejected in the warehouse",
+        metadata={"drop": drop, "seen": res.seen, "kept_in_warehouse": kept, "rejected_in_warehouse": rejected},
     )
     yield dg.AssetCheckResult(
-        check_name="uids_unique", asset_key=RAW, passed=bool(distinct == kept),
-        metadata={"rows": kept, "distinct_uids": distinct},
+        check_name="uids_unique", asset_key=RAW_PAIRS, passed=bool(distinct == kept),
+        description=f"drop {drop}: {distinct} distinct uids in {kept} rows",
+        metadata={"drop": drop, "rows": kept, "distinct_uids": distinct},
     )
-
-
-# Every warehouse table with a view in sql/views: the catalog runs after any of them changes.
-CATALOG_TABLES = [RAW, REJECTED, "pair_scores", "kl_stats", "score_calibration", "importance_weights",
-                  "curated_subsets", "curation_report", "ngram_analysis"]
 
 
 @dg.asset(
+    key=CATALOG,
     deps=CATALOG_TABLES,
     description=(
         "The DuckDB catalog `<home>/clip_assets.duckdb`: (re)creates the SQL views in sql/views over the Parquet "
         "warehouse (raw_pairs, rejected_pairs, drops, and the downstream tables once they exist). Views read the "
-        "files at query time, so new drops appear without a refresh; this asset runs when a new table appears."
+        "files at query time, so new drops appear without a refresh; this asset runs when a new table appears, "
+        "and it is the only place the views are refreshed. Its check runs with every rebuild."
     ),
-    group_name="ingest",
+    group_name="catalog",
     kinds={"duckdb"},
-    owners=["team:curation"],
     tags=GLOBAL_GRAIN,
     pool="duckdb",
     automation_condition=dg.AutomationCondition.eager(),
+    check_specs=[dg.AssetCheckSpec(
+        "views_and_drops_balance", asset=CATALOG,
+        description=("Every view in sql/views whose tables exist in the warehouse exists in the DuckDB file; every "
+                     "row of the drops view has seen = kept + rejected and matches the counts recorded by raw_pairs "
+                     "for that drop."))],
 )
-def catalog(context: dg.AssetExecutionContext, home: HomeResource) -> dg.MaterializeResult:
+def catalog(context: dg.AssetExecutionContext, home: HomeResource):
     views = home.refresh_catalog()
     context.log.info(f"views: {', '.join(views) or '(none yet)'}")
-    return dg.MaterializeResult(metadata={"views": ", ".join(views), "warehouse": str(warehouse_dir(home.path()))})
+    yield dg.MaterializeResult(metadata={"views": ", ".join(views), "warehouse": str(warehouse_dir(home.path()))})
+    yield catalog_balance(context.instance, home)
 
 
 defs_assets = [ingest, catalog]

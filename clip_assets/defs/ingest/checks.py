@@ -5,7 +5,8 @@
   may learn new ones). It runs in the drop's run and checks that drop (``dagster/partition`` run tag); run alone or
   in a range backfill it checks every drop in the warehouse. It is deliberately not a *partitioned* check:
   ``partitions_def`` on asset checks is a preview feature in Dagster 1.13.
-* ``catalog/views_and_drops_balance`` (global): every view in sql/views whose tables exist in the warehouse exists
+* ``catalog/views_and_drops_balance`` (global, computed by :func:`catalog_balance` inside the catalog asset, so it
+  runs with every rebuild, the automatic ones included): every view in sql/views whose tables exist in the warehouse exists
   in the DuckDB file, and each row of the ``drops`` view balances (seen = kept + rejected) and agrees with the
   counts the latest ``raw_pairs`` materialization of that drop recorded (rows_seen / rows_kept / rows_rejected).
 """
@@ -13,20 +14,18 @@
 import re
 
 import dagster as dg
-import duckdb
+import pyarrow.compute as pc
 
 from clip_assets.config import warehouse_dir
+from clip_assets.defs.keys import CATALOG, RAW_PAIRS as RAW, REJECTED_PAIRS as REJECTED
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io import catalog as catalog_io
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.ingest import REJECT_REASONS as KNOWN_REJECT_REASONS
-from clip_assets.io.warehouse import asset_dir, partition_dir
+from clip_assets.io.tables import read_partition
+from clip_assets.io.warehouse import asset_dir
 
-RAW = dg.AssetKey("raw_pairs")
-REJECTED = dg.AssetKey("rejected_pairs")
-CATALOG = dg.AssetKey("catalog")
 PARTITION_TAG = "dagster/partition"
-
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None) -> dict | None:
@@ -37,6 +36,17 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey, partition: 
         return None
     mat = records[0].asset_materialization
     return {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()} if mat else None
+
+
+def _reason_counts(drop: str, home: HomeResource) -> dict[str, int]:
+    """Rejected rows of ``drop`` per reason (blank or missing reasons as ``<none>``); {} without a partition."""
+    try:
+        col = read_partition("rejected_pairs", drop, home.path(), columns=["reason"])["reason"]
+    except FileNotFoundError:
+        return {}
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True)
+    named = pc.if_else(blank, "<none>", col)
+    return {v["values"].as_py(): int(v["counts"].as_py()) for v in pc.value_counts(named)}
 
 
 def expected_views(home) -> list[str]:
@@ -69,14 +79,7 @@ def rejected_reasons_valid(context: dg.AssetCheckExecutionContext, home: HomeRes
     reasons: dict[str, int] = {}
     count_errors = []
     for d in drops:
-        files = partition_dir("rejected_pairs", d, home.path())
-        rows = {}
-        if any(files.glob("*.parquet")):
-            rel = duckdb.execute(
-                "SELECT coalesce(nullif(trim(reason), ''), '<none>') AS r, count(*) FROM read_parquet(?) GROUP BY 1",
-                [str(files / "*.parquet")],
-            ).fetchall()
-            rows = {r: int(n) for r, n in rel}
+        rows = _reason_counts(d, home)
         for r, n in rows.items():
             reasons[r] = reasons.get(r, 0) + n
         recorded = (_latest_metadata(context.instance, REJECTED, d) or {}).get("dagster/row_count")
@@ -85,11 +88,15 @@ def rejected_reasons_valid(context: dg.AssetCheckExecutionContext, home: HomeRes
     without_reason = reasons.get("<none>", 0)
     unknown = sorted(set(reasons) - KNOWN_REJECT_REASONS - {"<none>"})
     passed = without_reason == 0 and not count_errors
+    judged = ", ".join(drops) if len(drops) <= 10 else f"{len(drops)} drops"
     return dg.AssetCheckResult(
         passed=bool(passed and not unknown),
         severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
+        description=(f"drop {drops[0]}" if drop is not None else f"every drop ({judged})")
+        + f": {sum(reasons.values())} rejected rows, {without_reason} without a reason",
         metadata={
-            "drops": ", ".join(drops) if len(drops) <= 10 else f"{len(drops)} drops",
+            "drop": drops[0] if drop is not None else "all",
+            "drops": judged,
             "rows": sum(reasons.values()),
             "row_count_mismatches": "; ".join(count_errors) or "none",
             "rows_without_reason": without_reason,
@@ -99,15 +106,8 @@ def rejected_reasons_valid(context: dg.AssetCheckExecutionContext, home: HomeRes
     )
 
 
-@dg.asset_check(
-    asset=CATALOG,
-    name="views_and_drops_balance",
-    description=(
-        "Every view in sql/views whose tables exist in the warehouse exists in the DuckDB file; every row of the "
-        "drops view has seen = kept + rejected and matches the counts recorded by raw_pairs for that drop."
-    ),
-)
-def catalog_views_and_drops_balance(context: dg.AssetCheckExecutionContext, home: HomeResource) -> dg.AssetCheckResult:
+def catalog_balance(instance: dg.DagsterInstance, home: HomeResource) -> dg.AssetCheckResult:
+    """The catalog's check, evaluated by the catalog asset after each rebuild (see the module docstring)."""
     expected = expected_views(home.path())
     with catalog_io.connect(home.path(), read_only=True) as con:
         present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
@@ -118,7 +118,7 @@ def catalog_views_and_drops_balance(context: dg.AssetCheckExecutionContext, home
     for drop, seen, kept, rejected in drops:
         if seen != kept + rejected:
             unbalanced.append(drop)
-        meta = _latest_metadata(context.instance, RAW, drop)
+        meta = _latest_metadata(instance, RAW, drop)
         if not meta or "rows_seen" not in meta:
             unrecorded.append(drop)  # ingested under another Dagster instance: nothing to compare with
             continue
@@ -126,6 +126,7 @@ def catalog_views_and_drops_balance(context: dg.AssetCheckExecutionContext, home
             disagree.append(f"{drop} (view {seen}/{kept}/{rejected}, recorded "
                             f"{meta['rows_seen']}/{meta.get('rows_kept')}/{meta.get('rows_rejected')})")
     return dg.AssetCheckResult(
+        check_name="views_and_drops_balance", asset_key=CATALOG,
         passed=not (missing_views or unbalanced or disagree),
         metadata={
             "expected_views": ", ".join(expected) or "none yet",
@@ -138,4 +139,4 @@ def catalog_views_and_drops_balance(context: dg.AssetCheckExecutionContext, home
     )
 
 
-ingest_checks = [rejected_reasons_valid, catalog_views_and_drops_balance]
+ingest_checks = [rejected_reasons_valid]

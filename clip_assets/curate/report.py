@@ -8,18 +8,18 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+from matplotlib.figure import Figure  # no pyplot: no global backend state
 
 from clip_assets.core.ngrams import decile_bins, text_stat_correlations, topk_coverage
-from clip_assets.defs.curate.filters import FilterSpec, SubsetResult, one_row
-from clip_assets.defs.plots import pyplot
+from clip_assets.curate.filters import FilterSpec, SubsetResult, one_row
 from clip_assets.io.catalog import load_sql
 
 TRUTH_SUFFIX = ".truth.parquet"  # <landing>/<drop>.truth.parquet, written by clip_assets.world
 
-def _bar_fig(names, values, xlabel, title):
-    plt = pyplot()
 
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+def _bar_fig(names, values, xlabel, title) -> Figure:
+    fig = Figure(figsize=(7, 0.35 * len(names) + 1.2))
+    ax = fig.subplots()
     ax.barh(names[::-1], values[::-1], color="#4c72b0")
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
@@ -27,7 +27,7 @@ def _bar_fig(names, values, xlabel, title):
     return fig
 
 
-def subsets_plot(results: Sequence[SubsetResult]):
+def subsets_plot(results: Sequence[SubsetResult]) -> Figure:
     return _bar_fig([r.name for r in results], [r.kept_fraction if r.pool else 0.0 for r in results],
                     "kept fraction of the pool", "curated subsets")
 
@@ -74,16 +74,15 @@ def curation_report_rows(con, specs: Sequence[FilterSpec], results: Sequence[Sub
     return rows
 
 
-def report_plot(rows: list[dict], f: float):
-    plt = pyplot()
-
+def report_plot(rows: list[dict], f: float) -> Figure:
     names = [r["filter"] for r in rows]
     x = np.arange(len(names))
 
     def col(c):
         return np.array([np.nan if r[c] is None else r[c] for r in rows], dtype=float)
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig = Figure(figsize=(13, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
     w = 0.27
     ax1.bar(x - w, col("aligned_share"), w, label="aligned share of kept", color="#4c72b0")
     ax1.bar(x, col("placeholder_share"), w, label="placeholder share of kept", color="#c44e52")
@@ -148,13 +147,12 @@ def ngram_tables(captions: list, kl: dict[str, np.ndarray], ns: Sequence[int], k
             pa.Table.from_pylist(corr_rows, schema=CORRELATION_SCHEMA))
 
 
-def ngram_heatmap(coverage: pa.Table, ns: Sequence[int], ks: Sequence[int]):
+def ngram_heatmap(coverage: pa.Table, ns: Sequence[int], ks: Sequence[int]) -> Figure:
     """Deciles (rows, 0 = lowest KL at the bottom) x (n, K) (columns), colour = coverage, one panel per side."""
-    plt = pyplot()
-
     rows = coverage.to_pylist()
     cols = [(n, k) for n in ns for k in ks]
-    fig, axes = plt.subplots(1, len(SIDES), figsize=(6.5 * len(SIDES), 4.6))
+    fig = Figure(figsize=(6.5 * len(SIDES), 4.6))
+    axes = fig.subplots(1, len(SIDES))
     for ax, (side, column) in zip(np.ravel(axes), SIDES):
         deciles = sorted({r["decile"] for r in rows if r["side"] == side})
         grid = np.full((max(len(deciles), 1), len(cols)), np.nan)
@@ -174,3 +172,22 @@ def ngram_heatmap(coverage: pa.Table, ns: Sequence[int], ks: Sequence[int]):
         fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     return fig
+
+
+def coverage_checks(coverage: pa.Table, ns: Sequence[int], captions: int) -> dict:
+    """What ngram_analysis' check asserts: coverage non-decreasing in K (per side, decile, n), every coverage in
+    [0, 1] (NaN for an empty decile allowed), ten deciles per side (unless fewer than ten captions)."""
+    cov = coverage.to_pylist()
+    monotone = True
+    for side, _ in SIDES:
+        for d in {r["decile"] for r in cov if r["side"] == side}:
+            for n in ns:
+                vals = [r["coverage"] for r in sorted(cov, key=lambda r: r["k"])
+                        if r["side"] == side and r["decile"] == d and r["n"] == n]
+                vals = [v for v in vals if not math.isnan(v)]
+                monotone &= all(a <= b + 1e-12 for a, b in zip(vals, vals[1:]))
+    in_range = all(math.isnan(r["coverage"]) or 0.0 <= r["coverage"] <= 1.0 for r in cov)
+    deciles = {side: len({r["decile"] for r in cov if r["side"] == side}) for side, _ in SIDES}
+    ten = all(v == 10 for v in deciles.values()) or captions < 10
+    return {"monotone_in_k": monotone, "in_range": in_range, "ten_deciles": ten, "deciles": deciles,
+            "passed": bool(monotone and in_range and ten)}

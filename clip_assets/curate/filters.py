@@ -37,9 +37,10 @@ import json
 import math
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -47,6 +48,7 @@ import yaml
 
 from clip_assets.config import warehouse_dir
 from clip_assets.core.selection import keep_count
+from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import SUMMARY_FILE, decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
@@ -64,7 +66,7 @@ __all__ = [
     "load_filters",
     "filters_from_json",
     "filters_to_json",
-    "connect",
+    "session",
     "one_row",
     "pool_files",
     "build_pool",
@@ -176,65 +178,74 @@ def parse_filters(data: Any, source: str = "filters config") -> tuple[FilterSpec
     items = data.get("filters")
     if not isinstance(items, list) or not items:
         raise FilterConfigError(f"{source}: key 'filters' must be a non-empty list of filters, got {items!r}")
-
     specs: list[FilterSpec] = []
     where_by_name: dict[str, str] = {}
     for i, item in enumerate(items):
-        where = f"{source}: filters[{i}]"
-        if not isinstance(item, dict):
-            raise FilterConfigError(f"{where}: each filter must be a mapping, got {item!r}")
-        name = item.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise FilterConfigError(
-                f"{where}: key 'name' must be 1-64 lower-case letters, digits or '_' starting with a letter "
-                f"(it names the subset's folder and export files), got {name!r}")
-        where = f"{source}: filters[{i}] (name {name!r})"
-        if name in where_by_name:
-            raise FilterConfigError(f"{where}: duplicate filter name {name!r} (also {where_by_name[name]})")
-        where_by_name[name] = f"filters[{i}]"
-        bad = sorted(set(item) - FILTER_KEYS, key=str)
-        if bad:
-            raise FilterConfigError(
-                f"{where}: unknown key {bad[0]!r} (allowed: {', '.join(sorted(FILTER_KEYS))})")
-        rules = [k for k in RULE_KEYS if k in item]
-        if len(rules) != 1:
-            raise FilterConfigError(
-                f"{where}: needs exactly one of the keys {', '.join(RULE_KEYS)}, got "
-                f"{', '.join(rules) if rules else 'none'}")
-        rule = rules[0]
-        desc = item.get("description", "")
-        if not isinstance(desc, str):
-            raise FilterConfigError(f"{where}: key 'description' must be a string, got {desc!r}")
-        column = item.get("column")
-        if rule in ("keep_fraction", "threshold"):
-            if column is None:
-                raise FilterConfigError(f"{where}: key 'column' is required with {rule!r}")
-            if not isinstance(column, str) or column not in SCORE_COLUMNS:
-                raise FilterConfigError(
-                    f"{where}: key 'column' has unknown column {column!r} (known: {', '.join(SCORE_COLUMNS)})")
-        elif "column" in item:
-            raise FilterConfigError(f"{where}: key 'column' is not used with {rule!r}, got {column!r}")
-        value = item[rule]
-        if rule == "keep_fraction":
-            if not _is_number(value) or not (0.0 <= float(value) <= 1.0):
-                raise FilterConfigError(f"{where}: key 'keep_fraction' must be a number in [0, 1], got {value!r}")
-            specs.append(FilterSpec(name, "keep_fraction", column=column, keep_fraction=float(value),
-                                    description=desc))
-        elif rule == "threshold":
-            if not _is_number(value) or not math.isfinite(float(value)):
-                raise FilterConfigError(f"{where}: key 'threshold' must be a finite number, got {value!r}")
-            specs.append(FilterSpec(name, "threshold", column=column, threshold=float(value), description=desc))
-        elif rule == "keep":
-            if value != "all":
-                raise FilterConfigError(f"{where}: key 'keep' must be 'all', got {value!r}")
-            specs.append(FilterSpec(name, "all", description=desc))
-        else:
-            if (not isinstance(value, list) or len(value) < 2
-                    or not all(isinstance(v, str) for v in value) or len(set(value)) != len(value)):
-                raise FilterConfigError(
-                    f"{where}: key 'all_of' must be a list of at least two distinct filter names, got {value!r}")
-            specs.append(FilterSpec(name, "all_of", all_of=tuple(value), description=desc))
+        spec = _parse_one(item, f"{source}: filters[{i}]")
+        if spec.name in where_by_name:
+            raise FilterConfigError(f"{source}: filters[{i}] (name {spec.name!r}): duplicate filter name "
+                                    f"{spec.name!r} (also {where_by_name[spec.name]})")
+        where_by_name[spec.name] = f"filters[{i}]"
+        specs.append(spec)
+    _check_all_of(specs, source)
+    return tuple(specs)
 
+
+def _parse_one(item: Any, where: str) -> FilterSpec:
+    """One filter mapping to a FilterSpec (its ``all_of`` members are checked by :func:`_check_all_of`)."""
+    if not isinstance(item, dict):
+        raise FilterConfigError(f"{where}: each filter must be a mapping, got {item!r}")
+    name = item.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise FilterConfigError(
+            f"{where}: key 'name' must be 1-64 lower-case letters, digits or '_' starting with a letter "
+            f"(it names the subset's folder and export files), got {name!r}")
+    where = f"{where} (name {name!r})"
+    bad = sorted(set(item) - FILTER_KEYS, key=str)
+    if bad:
+        raise FilterConfigError(f"{where}: unknown key {bad[0]!r} (allowed: {', '.join(sorted(FILTER_KEYS))})")
+    rules = [k for k in RULE_KEYS if k in item]
+    if len(rules) != 1:
+        raise FilterConfigError(f"{where}: needs exactly one of the keys {', '.join(RULE_KEYS)}, got "
+                                f"{', '.join(rules) if rules else 'none'}")
+    rule = rules[0]
+    desc = item.get("description", "")
+    if not isinstance(desc, str):
+        raise FilterConfigError(f"{where}: key 'description' must be a string, got {desc!r}")
+    column = item.get("column")
+    if rule in ("keep_fraction", "threshold"):
+        if column is None:
+            raise FilterConfigError(f"{where}: key 'column' is required with {rule!r}")
+        if not isinstance(column, str) or column not in SCORE_COLUMNS:
+            raise FilterConfigError(
+                f"{where}: key 'column' has unknown column {column!r} (known: {', '.join(SCORE_COLUMNS)})")
+    elif "column" in item:
+        raise FilterConfigError(f"{where}: key 'column' is not used with {rule!r}, got {column!r}")
+    return _rule_spec(name, rule, item[rule], column, desc, where)
+
+
+def _rule_spec(name: str, rule: str, value: Any, column: str | None, desc: str, where: str) -> FilterSpec:
+    if rule == "keep_fraction":
+        if not _is_number(value) or not (0.0 <= float(value) <= 1.0):
+            raise FilterConfigError(f"{where}: key 'keep_fraction' must be a number in [0, 1], got {value!r}")
+        return FilterSpec(name, "keep_fraction", column=column, keep_fraction=float(value), description=desc)
+    if rule == "threshold":
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise FilterConfigError(f"{where}: key 'threshold' must be a finite number, got {value!r}")
+        return FilterSpec(name, "threshold", column=column, threshold=float(value), description=desc)
+    if rule == "keep":
+        if value != "all":
+            raise FilterConfigError(f"{where}: key 'keep' must be 'all', got {value!r}")
+        return FilterSpec(name, "all", description=desc)
+    if (not isinstance(value, list) or len(value) < 2
+            or not all(isinstance(v, str) for v in value) or len(set(value)) != len(value)):
+        raise FilterConfigError(
+            f"{where}: key 'all_of' must be a list of at least two distinct filter names, got {value!r}")
+    return FilterSpec(name, "all_of", all_of=tuple(value), description=desc)
+
+
+def _check_all_of(specs: Sequence[FilterSpec], source: str) -> None:
+    """Every ``all_of`` member names a defined filter that is not itself an ``all_of``."""
     by_name = {s.name: s for s in specs}
     for i, s in enumerate(specs):
         for member in s.all_of:
@@ -246,7 +257,6 @@ def parse_filters(data: Any, source: str = "filters config") -> tuple[FilterSpec
                 raise FilterConfigError(
                     f"{where}: key 'all_of' names {member!r}, which is itself an all_of filter; list its "
                     f"members instead")
-    return tuple(specs)
 
 
 def load_filters(path: str | Path | None = None) -> tuple[FilterSpec, ...]:
@@ -320,14 +330,17 @@ def one_row(con: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None
     return rows[0]
 
 
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection for curation queries (no catalog lock involved)."""
-    cfg: dict[str, Any] = {"preserve_insertion_order": False}  # outputs are ORDER BY'ed where order matters
-    if threads:
-        cfg["threads"] = int(threads)
-    con = duckdb.connect(config=cfg)
-    con.execute("SET enable_progress_bar = false")
-    return con
+@contextmanager
+def session(home: Path | None, threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only catalog connection (:func:`clip_assets.io.catalog.connect`) set up for curation queries:
+    no insertion order kept (outputs are ORDER BY'ed where order matters), no progress bar, ``threads`` if given.
+    Queries read and write Parquet files; the catalog itself is not changed."""
+    with catalog.connect(home, read_only=True) as con:
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")  # an int: nothing to escape
+        yield con
 
 
 def pool_files(home: Path | None = None, assets: tuple[str, ...] = ("pair_scores", "kl_stats")
@@ -453,6 +466,9 @@ def _empty_decisions(con, path: Path, spec: FilterSpec) -> tuple[float | None, i
 
 
 # ---------------------------------------------------------------------------------------------- the warehouse
+# One subset's decisions (queries/curate_decide.sql and friends write these columns); the folder name adds subset.
+DECISIONS_SCHEMA = pa.schema([("uid", pa.string()), ("drop", pa.string()), ("keep", pa.bool_()),
+                              ("reason", pa.string())])
 SUMMARY_SCHEMA = pa.schema([
     ("subset", pa.string()), ("kind", pa.string()), ("rule", pa.string()), ("column", pa.string()),
     ("keep_fraction", pa.float64()), ("k", pa.int64()), ("threshold", pa.float64()),
@@ -487,26 +503,22 @@ def scratch_dir(home: Path | None) -> tempfile.TemporaryDirectory:
 def build_subsets(home: Path | None, specs: Sequence[FilterSpec], threads: int | None = None, log=None
                   ) -> tuple[PoolInfo, list[SubsetResult]]:
     """Evaluate ``specs`` over the current pool and swap ``warehouse/curated_subsets/`` in as a whole
-    (decisions of every subset + subset_summary.parquet). Returns the pool and the results (paths in the
+    (decisions of every subset + subset_summary.parquet). Returns the pool, the results (paths in the
     committed folder). An empty pool (no scored drop) raises ValueError and leaves the warehouse untouched."""
     specs = list(specs)
-    con = connect(threads)
-    try:
-        with scratch_dir(home) as scratch:
-            pool = build_pool(con, home, Path(scratch) / "pool.parquet")
-            if pool.rows == 0:
-                raise ValueError("no pair is scored yet (no drop has both pair_scores and kl_stats): materialize "
-                                 "the scores of at least one drop first")
-            if log is not None:
-                log(f"pool: {pool.rows} pairs from {len(pool.drops)} drops ({pool.duplicates_removed} duplicate "
-                    "uids counted once, in the first drop by name)")
-            final = subsets_dir(home)
-            with stage_dir(final) as w:
-                results = run_filters(con, pool, specs, w.staging, log=log)
-                w.write_table(SUMMARY_FILE, summary_table(results, specs, pool))
-            for r in results:  # they now live in the committed folder
-                r.path = final / r.path.relative_to(w.staging)
-            pool.path = Path()  # the scratch pool file is gone
-        return pool, results
-    finally:
-        con.close()
+    with session(home, threads) as con, scratch_dir(home) as scratch:
+        pool = build_pool(con, home, Path(scratch) / "pool.parquet")
+        if pool.rows == 0:
+            raise ValueError("no pair is scored yet (no drop has both pair_scores and kl_stats): materialize "
+                             "the scores of at least one drop first")
+        if log is not None:
+            log(f"pool: {pool.rows} pairs from {len(pool.drops)} drops ({pool.duplicates_removed} duplicate "
+                "uids counted once, in the first drop by name)")
+        final = subsets_dir(home)
+        with stage_dir(final) as w:
+            results = run_filters(con, pool, specs, w.staging, log=log)
+            w.write_table(SUMMARY_FILE, summary_table(results, specs, pool))
+        for r in results:  # they now live in the committed folder
+            r.path = final / r.path.relative_to(w.staging)
+        pool.path = Path()  # the scratch pool file is gone
+    return pool, results
