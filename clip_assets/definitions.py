@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from clip_assets.defs import curate, embed, ingest, iwl, score
+from clip_assets.defs import curate, embed, ingest, iwl, ops, score
 from clip_assets.defs.automation import curation_automation
 from clip_assets.defs.resources import HomeResource
 
@@ -12,5 +12,6 @@ defs = dg.Definitions.merge(
     score.defs,
     curate.defs,
     iwl.defs,
+    ops.defs,
     dg.Definitions(sensors=[curation_automation], resources={"home": HomeResource()}),
 )

@@ -2,4 +2,4 @@
 -- importance_weights: per image and target prompt, w = exp(a' <u_x, v_prompt> + b') from the frozen contrastive model.
 -- Grain: (drop, uid, prompt). Columns: uid, prompt, log_weight, weight, weight_shift, a_prime, b_prime, model_id, drop.
 CREATE OR REPLACE VIEW importance_weights AS
-SELECT * FROM read_parquet(:warehouse || '/importance_weights/drop=*/*.parquet', union_by_name = true);
+SELECT * FROM read_parquet(:glob('importance_weights/drop=*/*.parquet'), union_by_name = true, hive_partitioning = false);
