@@ -6,8 +6,9 @@ one token, ``:glob('<asset>/<pattern>')``, which :func:`render_view` replaces wi
 the only place a value is spliced into SQL text.
 
 Paths. DuckDB reads a string with ``[``, ``*`` or ``?`` as a glob, so the warehouse path is glob-escaped in
-views (each such character written as a one-character class, ``[[]``); a home path DuckDB cannot glob at all
-(one with a backslash) gets the list of files found at refresh time instead. Code that reads a partition lists
+views (each such character written as a one-character class, ``[[]``); views keep globbing at query time, so new
+partitions show without a refresh. A backslash cannot be escaped (DuckDB takes it for a separator): such a home
+is refused with a clear error. Code that reads a partition lists
 its files in Python (:func:`partition_files`, :func:`asset_files`) and binds the list; a literal file path is
 never glob-interpreted.
 
@@ -60,11 +61,13 @@ def sql_string_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def glob_escape(path: str) -> str | None:
-    """``path`` with DuckDB's glob characters matched literally (``[`` -> ``[[]``), or None when DuckDB cannot
-    glob below it at all (a backslash, which DuckDB's glob treats as a separator)."""
+def glob_escape(path: str) -> str:
+    """``path`` with DuckDB's glob characters matched literally (``[`` -> ``[[]``, ``*`` -> ``[*]``,
+    ``?`` -> ``[?]``). A backslash is refused: DuckDB reads it as a path separator, in globs and in database
+    paths alike, so no escaping can make it work."""
     if "\\" in path:
-        return None
+        raise ValueError(f"DuckDB cannot read below a path with a backslash: {path!r}; choose a data home "
+                         "without one")
     return "".join(f"[{c}]" if c in _GLOB_CHARS else c for c in path)
 
 
@@ -89,22 +92,18 @@ def partition_files(asset: str, drop: str, home: Path | None = None) -> list[str
 
 
 def _has_files(home: Path, asset: str) -> bool:
-    return bool(asset_files(asset, home) or asset_files(asset, home, "*.parquet"))
+    return bool(asset_files(asset, home, "*/*.parquet") or asset_files(asset, home, "*.parquet"))
 
 
 def render_view(text: str, warehouse: Path) -> str:
-    """Replace each ``:glob('<asset>/<pattern>')`` with the escaped glob below ``warehouse`` or, when the path
-    cannot be globbed, with the list of files present now."""
+    """Replace each ``:glob('<asset>/<pattern>')`` with the glob below the escaped ``warehouse`` path."""
     escaped = glob_escape(warehouse.as_posix())
+    return _GLOB_TOKEN.sub(lambda m: sql_string_literal(f"{escaped}/{m.group(1)}/{m.group(2)}"), text)
 
-    def source(m: re.Match) -> str:
-        asset, pattern = m.group(1), m.group(2)
-        if escaped is not None:
-            return sql_string_literal(f"{escaped}/{asset}/{pattern}")
-        files = _listed(warehouse / asset, pattern)
-        return "[" + ", ".join(sql_string_literal(f) for f in files) + "]"
 
-    return _GLOB_TOKEN.sub(source, text)
+def _sources_exist(text: str, warehouse: Path) -> bool:
+    """Every ``:glob(...)`` of a view file matches at least one file (DuckDB refuses a view over nothing)."""
+    return all(_listed(warehouse / m.group(1), m.group(2)) for m in _GLOB_TOKEN.finditer(text))
 
 
 def _required_assets(text: str) -> list[str]:
@@ -118,7 +117,7 @@ def restrict(con: duckdb.DuckDBPyConnection, readable: Sequence[Path]) -> None:
     dirs = []
     for p in readable:
         real = Path(p).as_posix().rstrip("/") + "/"
-        dirs += [real] + ([glob_escape(real)] if glob_escape(real) not in (None, real) else [])
+        dirs += [real] + ([glob_escape(real)] if glob_escape(real) != real else [])
     con.execute("SET allowed_directories = ?", [dirs])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -172,7 +171,7 @@ def refresh_views(home: Path | None = None) -> list[str]:
         try:
             for f in sorted((sql_dir() / "views").glob("*.sql")):
                 text = f.read_text()
-                if all(_has_files(home, a) for a in _required_assets(text)):
+                if all(_has_files(home, a) for a in _required_assets(text)) and _sources_exist(text, wh):
                     con.execute(render_view(text, wh))
                     created.append(f.stem.split("_", 1)[1])
             con.execute("CHECKPOINT")
