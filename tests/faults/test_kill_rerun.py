@@ -69,3 +69,26 @@ def test_kill_during_ingest_then_rerun_equals_a_clean_run(tmp_path, dagster_home
     for asset in ("raw_pairs", "rejected_pairs"):
         assert _table(home, asset) == _table(clean, asset)
     assert len(_table(home, "raw_pairs")) + len(_table(home, "rejected_pairs")) == 1500
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_materialize_run_and_frees_its_slots(tmp_path, dagster_home, monkeypatch):
+    home = tmp_path / "home"
+    write_drops(home / "landing", drops=1, pairs=1500, seed=5, shard_size=500)
+    env = {**os.environ, "CLIP_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "clip_assets.cli", "materialize", "--drop", DROP,
+                             "--select", SELECT], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _staging_started(home), 90, interval_s=0.01), "ingest never started writing"
+        proc.terminate()
+        assert wait_for(lambda: proc.poll() is not None, 30), "SIGTERM was ignored"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    instance = dg.DagsterInstance.get()
+    (run,) = instance.get_runs()
+    assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+    assert instance.event_log_storage.get_concurrency_run_ids() <= {run.run_id}
+    fail_dead_runs(instance)  # frees what an ended run still holds, at once
+    assert instance.event_log_storage.get_concurrency_run_ids() == set()
