@@ -171,7 +171,10 @@ def validate_run_config(run_config: dict, defs) -> None:
 
 def load_run_config(path: str | os.PathLike) -> dict:
     """Read a run config YAML file (the UI launchpad's format)."""
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read run config {path}: {e.strerror}") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -477,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--all-drops", action="store_true", help="every known drop")
     m.add_argument("--no-global", action="store_true", help="skip the global (non-partitioned) assets")
     m.add_argument("--config", help="run config YAML, the UI launchpad's format (ops: {<op>: {config: ...}}, "
-                                    "resources: ...), validated before any run")
+                                    "resources: ...), validated before any run; an execution: section is "
+                                    "ignored (headless runs execute in process)")
     m.add_argument("-v", "--verbose", action="store_true", help="print Dagster's event lines")
     m.set_defaults(fn=cmd_materialize)
 

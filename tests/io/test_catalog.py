@@ -116,3 +116,12 @@ def test_only_refresh_views_writes_the_catalog(home):
     with pytest.raises(ValueError, match="refresh_views"):
         with catalog.connect(home, read_only=False):
             pass
+
+
+def test_a_partition_without_a_drop_column_gets_it_from_its_own_folder(weird_home):
+    d = weird_home / "warehouse" / "importance_weights" / "drop=a"
+    d.mkdir(parents=True)
+    pq.write_table(pa.table({"uid": ["u1", "u2"], "prompt": ["p", "p"], "weight": [1.0, 2.0]}), d / "part-00000.parquet")
+    catalog.refresh_views(weird_home)
+    rows = catalog.query("SELECT drop, count(*) AS n FROM importance_weights GROUP BY 1", home=weird_home).to_pylist()
+    assert rows == [{"drop": "a", "n": 2}]
