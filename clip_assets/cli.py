@@ -450,11 +450,8 @@ def cmd_iwl_report(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clip-assets", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
+def _add_chain_commands(sub) -> None:
+    """synth, materialize, status."""
     s = sub.add_parser("synth", help="write synthetic drops (img2dataset webdataset layout) with exact ground truth",
                        description="Write N synthetic drops of M pairs each, plus <drop>.truth.parquet and "
                                    "world.json beside them. Same seed, same bytes.")
@@ -494,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--format", default="table", choices=["table", "csv", "json"])
     st.set_defaults(fn=cmd_status)
 
+
+def _add_query_commands(sub) -> None:
+    """sql, demo, iwl-report, export."""
     q = sub.add_parser("sql", help="run one SQL query against the DuckDB catalog and print the result",
                        description="Views: raw_pairs, rejected_pairs, drops and one per downstream table. Bind "
                                    "values with ? and --param, e.g. clip-assets sql \"SELECT * FROM drops WHERE "
@@ -541,6 +541,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder (default: <home>/exports)")
     e.add_argument("--samples-per-shard", type=int, default=10_000, help="webdataset only (default 10000)")
     e.set_defaults(fn=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clip-assets", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    _add_chain_commands(sub)
+    _add_query_commands(sub)
     return p
 
 
