@@ -205,9 +205,16 @@ def _run(select, run_config: dict, tags: dict, **kw) -> tuple[bool, str]:
         return False, f"{type(e).__name__}: {e}"
     if res.success:
         return True, res.run_id
-    why = [ev.event_specific_data.error.message.strip().splitlines()[-1] for ev in res.get_step_failure_events()
+    why = [_root_cause(ev.event_specific_data.error) for ev in res.get_step_failure_events()
            if ev.event_specific_data is not None and ev.event_specific_data.error is not None]
     return False, f"run {res.run_id}" + (f": {why[0]}" if why else "")
+
+
+def _root_cause(error) -> str:
+    """First line of the innermost cause of a Dagster error (the user code's own message)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[0]
 
 
 def _drop_stage(stage, names, todo, run_config, instance, failed, timings) -> list[str]:
