@@ -7,7 +7,7 @@ step worker per asset (about 15 s each with torch to import), and the steps of o
 
 import dagster as dg
 
-from clip_assets.defs import curate, embed, ingest, iwl, score
+from clip_assets.defs import curate, embed, ingest, iwl, ops, score
 from clip_assets.defs.automation import curation_automation
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import with_shared_defaults
@@ -18,6 +18,7 @@ defs = with_shared_defaults(dg.Definitions.merge(
     score.defs,
     curate.defs,
     iwl.defs,
+    ops.defs,
     dg.Definitions(sensors=[curation_automation], resources={"home": HomeResource()},
                    executor=dg.in_process_executor),
 ))

@@ -1,28 +1,40 @@
 """The DuckDB catalog: ``<home>/clip_assets.duckdb`` holding views over the Parquet warehouse.
 
 SQL lives in ``sql/`` at the project top level and is loaded by name (:func:`load_sql`). Queries bind their
-values with ``?``. DuckDB cannot bind parameters inside DDL (``CREATE VIEW``), so view files use one named token,
-``:warehouse``, which :func:`render_view` replaces with the warehouse path as an escaped SQL string literal; that is
+values with ``?``. DuckDB cannot bind parameters inside DDL (``CREATE VIEW``), so a view file names its files with
+one token, ``:glob('<asset>/<pattern>')``, which :func:`render_view` replaces with an SQL string literal; that is
 the only place a value is spliced into SQL text.
 
-Only one process may write the file at a time (DuckDB's lock). Writers go through :func:`connect` with
-``read_only=False``, which waits and retries while another process holds the lock; the Dagster assets that write
-also run in the ``duckdb`` concurrency pool (limit 1).
+Paths. DuckDB reads a string with ``[``, ``*`` or ``?`` as a glob, so the warehouse path is glob-escaped in
+views (each such character written as a one-character class, ``[[]``); views keep globbing at query time, so new
+partitions show without a refresh. A backslash cannot be escaped (DuckDB takes it for a separator): such a home
+is refused with a clear error. Code that reads a partition lists
+its files in Python (:func:`partition_files`, :func:`asset_files`) and binds the list; a literal file path is
+never glob-interpreted.
+
+Readers never block the writer: :func:`refresh_views` builds the whole catalog in a new scratch file and
+publishes it with one rename (:func:`clip_assets.io.commit.publishing`). A reader holding a read-only connection
+keeps reading the file it opened (its old inode, still valid views); a new connection sees the new catalog. The
+catalog holds only views, so rebuilding it loses nothing. Every connection comes from :func:`connect`.
 """
 
 from __future__ import annotations
 
 import re
-import time
+import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import duckdb
 
-from clip_assets.config import catalog_path, data_home, project_root, warehouse_dir
+from clip_assets.config import CATALOG_FILE, catalog_path, data_home, project_root, warehouse_dir
+from clip_assets.io.commit import publishing
+from clip_assets.io.warehouse import asset_dir, partition_dir
 
-_TOKEN = ":warehouse"
+_GLOB_TOKEN = re.compile(r":glob\('([A-Za-z0-9_]+)/([^']+)'\)")
+_GLOB_CHARS = "[*?"
 
 
 def sql_dir() -> Path:
@@ -49,8 +61,49 @@ def sql_string_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def glob_escape(path: str) -> str:
+    """``path`` with DuckDB's glob characters matched literally (``[`` -> ``[[]``, ``*`` -> ``[*]``,
+    ``?`` -> ``[?]``). A backslash is refused: DuckDB reads it as a path separator, in globs and in database
+    paths alike, so no escaping can make it work."""
+    if "\\" in path:
+        raise ValueError(f"DuckDB cannot read below a path with a backslash: {path!r}; choose a data home "
+                         "without one")
+    return "".join(f"[{c}]" if c in _GLOB_CHARS else c for c in path)
+
+
+def _listed(base: Path, pattern: str) -> list[str]:
+    """Sorted files below ``base`` matching the relative ``pattern``, hidden scratch (``.staging-*``, ``.*.tmp``)
+    excluded. Python lists them, so no character of ``base`` acts as a glob."""
+    if not base.is_dir():
+        return []
+    return sorted(str(p) for p in base.glob(pattern)
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts))
+
+
+def asset_files(asset: str, home: Path | None = None, pattern: str = "drop=*/*.parquet") -> list[str]:
+    """Sorted Parquet files of ``asset`` matching ``pattern`` (relative to the asset's folder)."""
+    return _listed(asset_dir(asset, home), pattern)
+
+
+def partition_files(asset: str, drop: str, home: Path | None = None) -> list[str]:
+    """Sorted Parquet files of one partition of ``asset`` (empty when it has none): bind this list to
+    ``read_parquet(?)`` instead of a glob string."""
+    return _listed(partition_dir(asset, drop, home), "*.parquet")
+
+
+def _has_files(home: Path, asset: str) -> bool:
+    return bool(asset_files(asset, home, "*/*.parquet") or asset_files(asset, home, "*.parquet"))
+
+
 def render_view(text: str, warehouse: Path) -> str:
-    return text.replace(_TOKEN, sql_string_literal(warehouse.as_posix()))
+    """Replace each ``:glob('<asset>/<pattern>')`` with the glob below the escaped ``warehouse`` path."""
+    escaped = glob_escape(warehouse.as_posix())
+    return _GLOB_TOKEN.sub(lambda m: sql_string_literal(f"{escaped}/{m.group(1)}/{m.group(2)}"), text)
+
+
+def _sources_exist(text: str, warehouse: Path) -> bool:
+    """Every ``:glob(...)`` of a view file matches at least one file (DuckDB refuses a view over nothing)."""
+    return all(_listed(warehouse / m.group(1), m.group(2)) for m in _GLOB_TOKEN.finditer(text))
 
 
 def _required_assets(text: str) -> list[str]:
@@ -58,51 +111,95 @@ def _required_assets(text: str) -> list[str]:
     return m.group(1).split() if m else []
 
 
-def _has_files(warehouse: Path, asset: str) -> bool:
-    return any((warehouse / asset).glob("drop=*/*.parquet")) or any((warehouse / asset).glob("*.parquet"))
+def restrict(con: duckdb.DuckDBPyConnection, readable: Sequence[Path]) -> None:
+    """Limit ``con`` to reading below ``readable`` (each also in its glob-escaped spelling, as views name it):
+    no other file, no network, no extension install, settings locked."""
+    dirs = []
+    for p in readable:
+        real = Path(p).as_posix().rstrip("/") + "/"
+        dirs += [real] + ([glob_escape(real)] if glob_escape(real) != real else [])
+    con.execute("SET allowed_directories = ?", [dirs])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+_READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse ``sql`` unless it is one SELECT (or EXPLAIN) statement: no COPY, ATTACH, SET, INSTALL, DDL."""
+    statements = con.extract_statements(sql)
+    if len(statements) != 1:
+        raise PermissionError(f"one statement expected, got {len(statements)}")
+    if statements[0].type not in _READ_STATEMENTS:
+        raise PermissionError(f"only SELECT queries are allowed here, not {statements[0].type.name}")
 
 
 @contextmanager
-def connect(home: Path | None = None, read_only: bool = False, wait_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the catalog, waiting up to ``wait_s`` seconds while another process holds DuckDB's lock."""
+def connect(home: Path | None = None, read_only: bool = True, restricted: bool = False
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the catalog (built first if absent); with ``restricted`` it may read nothing
+    outside the warehouse (:func:`restrict`). The only writer is :func:`refresh_views`, which never opens the
+    published file, so ``read_only=False`` is refused."""
+    if not read_only:
+        raise ValueError("the catalog is written only by refresh_views (a new file, published atomically)")
     home = home or data_home()
     path = catalog_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if read_only and not path.exists():
+    if not path.exists():
         refresh_views(home)
-    deadline = time.monotonic() + wait_s
-    delay = 0.05
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    con = duckdb.connect(str(path), read_only=True)
     try:
+        if restricted:
+            restrict(con, [warehouse_dir(home)])
         yield con
     finally:
         con.close()
 
 
 def refresh_views(home: Path | None = None) -> list[str]:
-    """(Re)create every view in sql/views whose warehouse assets exist. Returns the views created."""
+    """Build every view in sql/views whose warehouse assets exist into a new catalog file and publish it
+    atomically. Returns the views created.
+
+    The file is built in a private temporary folder and then copied into place: DuckDB cannot write a database
+    whose folder path holds ``?`` (it derives the WAL's name by inserting ``.wal`` before the first ``?``)."""
     home = home or data_home()
     wh = warehouse_dir(home)
     created = []
-    files = sorted((sql_dir() / "views").glob("*.sql"))
-    with connect(home, read_only=False) as con:
-        for f in files:
-            text = f.read_text()
-            if all(_has_files(wh, a) for a in _required_assets(text)):
-                con.execute(render_view(text, wh))
-                created.append(f.stem.split("_", 1)[1])
+    with tempfile.TemporaryDirectory(prefix="clip-assets-catalog-") as tmpdir:
+        built = Path(tmpdir) / CATALOG_FILE
+        con = duckdb.connect(str(built))
+        try:
+            for f in sorted((sql_dir() / "views").glob("*.sql")):
+                text = f.read_text()
+                if all(_has_files(home, a) for a in _required_assets(text)) and _sources_exist(text, wh):
+                    con.execute(render_view(text, wh))
+                    created.append(f.stem.split("_", 1)[1])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with publishing(catalog_path(home)) as tmp:
+            shutil.copyfile(built, tmp)
     return created
 
 
-def query(sql: str, params: Sequence | None = None, home: Path | None = None):
-    """Run one query against the catalog (read-only) and return a DuckDB relation materialised as Arrow."""
-    with connect(home, read_only=True) as con:
+@contextmanager
+def scratch(threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory connection for work over Parquet files (no catalog, no lock)."""
+    config: dict = {"preserve_insertion_order": False}
+    if threads:
+        config["threads"] = int(threads)
+    con = duckdb.connect(config=config)
+    try:
+        con.execute("SET enable_progress_bar = false")
+        yield con
+    finally:
+        con.close()
+
+
+def query(sql: str, params: Sequence | None = None, home: Path | None = None, restricted: bool = False):
+    """Run one query against the catalog (read-only) and return its result as an Arrow table. With
+    ``restricted`` (what ``clip-assets sql`` uses) only one SELECT reading below the warehouse is allowed."""
+    with connect(home, read_only=True, restricted=restricted) as con:
+        if restricted:
+            check_read_only(con, sql)
         return con.sql(sql, params=list(params or [])).to_arrow_table()

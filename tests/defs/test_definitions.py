@@ -38,6 +38,7 @@ ASSET_KEYS = sorted(GRAPH.get_all_asset_keys(), key=lambda k: k.to_user_string()
 DOCUMENTED_DEFAULTS = {
     "landing_sensor": "RUNNING",
     "catchup_schedule": "RUNNING",
+    "run_health_sensor": "RUNNING",  # fails runs whose process is gone and frees their pool slots (defs/ops)
     "curation_automation": "RUNNING",  # evaluates every asset's automation condition (defs/automation.py)
     # Dagster adds this one only when some asset with an automation_condition is targeted by no automation
     # sensor of ours; Dagster 1.13 creates it STOPPED (toggle it in the UI, Automation page).

@@ -14,7 +14,9 @@ everything else, once an hour:
    such as scores that follow by automation, are the automation sensor's business, not this schedule's);
 3. it requests one ``process_drop`` run for exactly the drops missing at least one of them
    (:func:`missing_partitions`), minus drops that already have a run queued or in progress and drops whose last
-   ``GIVE_UP_AFTER`` runs all failed (those need a person; materializing the drop from the UI resets it).
+   ``GIVE_UP_AFTER`` runs all failed (those need a person; materializing the drop from the UI resets it). A run
+   whose process died is marked failed by the run-health sensor (clip_assets/defs/ops/run_health.py), which
+   frees its pool slots; such runs do not count towards giving up, so the next tick retries the drop.
 
 Idempotence. The daemon de-duplicates run keys only within one tick (it looks for a run with the same schedule,
 scheduled time and run key, so a retried tick never launches twice). Across ticks it is the state that makes the
@@ -34,6 +36,7 @@ from collections.abc import Iterable, Mapping
 import dagster as dg
 
 from clip_assets.defs.ingest.sensors import plan_landing, process_drop_job
+from clip_assets.defs.ops.run_health import FAILURE_TAG, PROCESS_GONE
 from clip_assets.defs.partitions import drops_partitions
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io.drops import scan_landing
@@ -97,7 +100,10 @@ def _in_flight_drops(instance: dg.DagsterInstance) -> set[str]:
 
 
 def _gave_up(instance: dg.DagsterInstance, drop: str) -> bool:
-    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: drop}), limit=GIVE_UP_AFTER)
+    """The drop's last GIVE_UP_AFTER runs all failed; runs whose process was killed (the run-health sensor's
+    verdict) are not the drop's fault and do not count."""
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: drop}), limit=4 * GIVE_UP_AFTER)
+    runs = [r for r in runs if r.tags.get(FAILURE_TAG) != PROCESS_GONE][:GIVE_UP_AFTER]
     return len(runs) >= GIVE_UP_AFTER and all(r.status == dg.DagsterRunStatus.FAILURE for r in runs)
 
 
