@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clip_assets.defs.curate import filters as F
+from clip_assets.curate import filters as F
 from clip_assets.io.commit import stage_dir
 from clip_assets.io.ingest import ingest_drop
 from clip_assets.io.warehouse import partition_dir
