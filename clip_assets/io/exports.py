@@ -224,7 +224,7 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
             rel = con.sql(load_sql("queries/curate_export_samples"),
                           params={"decisions": params["decisions"], "raw_files": params["raw_files"]})
             rows = _iter_rows(rel.to_arrow_reader(4096))
-            while not _write_shard(writer, state, rows, images, samples_per_shard, width):
+            while not _export_shard(writer, state, rows, images, samples_per_shard, width):
                 pass
             if state["rows"] != expected:
                 raise ExportError(f"subset {subset!r} keeps {expected} rows but only {state['rows']} have a "
@@ -235,7 +235,7 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
                         seconds=time.perf_counter() - t0)
 
 
-def _write_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: dict,
+def _export_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: dict,
                  samples_per_shard: int, width: int) -> bool:
     """Write the next shard (tar, sidecar, stats last) from ``rows``; True when ``rows`` is exhausted."""
     first = next(rows, None)
