@@ -27,6 +27,7 @@ from clip_assets.core.scores import log_ratio_image_conditioned
 from clip_assets.io.batches import decode_all, normalize
 from clip_assets.io.drops import index_drop
 from clip_assets.io.images import decode_resize
+from clip_assets.models.embed import MODEL_INPUT_COLUMNS
 from clip_assets.models.loading import LoadedModel
 from clip_assets.world import World
 
@@ -90,7 +91,7 @@ def ratio_spearman(
         tables = list(drop)
         if truth_path is None:
             raise ValueError("truth_path is required when the drop is given as tables")
-    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
+    ptr = pa.concat_tables([t.select(list(MODEL_INPUT_COLUMNS)) for t in tables])
     if max_pairs is not None:
         ptr = ptr.slice(0, max_pairs)
     u = _encode_uint8_images(loaded, decode_all([ptr], loaded.image_size)).numpy()
