@@ -37,10 +37,9 @@ import json
 import math
 import re
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -53,7 +52,6 @@ from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import SUMMARY_FILE, decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
 from clip_assets.io.commit import stage_dir
-from clip_assets.io.warehouse import partition_dir
 
 __all__ = [
     "DEFAULT_FILTERS_PATH",
@@ -66,7 +64,6 @@ __all__ = [
     "load_filters",
     "filters_from_json",
     "filters_to_json",
-    "session",
     "one_row",
     "pool_files",
     "build_pool",
@@ -330,19 +327,6 @@ def one_row(con: duckdb.DuckDBPyConnection, sql: str, params: dict | list | None
     return rows[0]
 
 
-@contextmanager
-def session(home: Path | None, threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only catalog connection (:func:`clip_assets.io.catalog.connect`) set up for curation queries:
-    no insertion order kept (outputs are ORDER BY'ed where order matters), no progress bar, ``threads`` if given.
-    Queries read and write Parquet files; the catalog itself is not changed."""
-    with catalog.connect(home, read_only=True) as con:
-        con.execute("SET preserve_insertion_order = false")
-        con.execute("SET enable_progress_bar = false")
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")  # an int: nothing to escape
-        yield con
-
-
 def pool_files(home: Path | None = None, assets: tuple[str, ...] = ("pair_scores", "kl_stats")
                ) -> tuple[list[str], dict[str, list[str]]]:
     """Drops that have every one of ``assets``, and each asset's Parquet files of those drops."""
@@ -351,8 +335,7 @@ def pool_files(home: Path | None = None, assets: tuple[str, ...] = ("pair_scores
         ds = set(drops_with(a, home))
         common = ds if common is None else common & ds
     drops = sorted(common or ())
-    files = {a: [str(f) for d in drops for f in sorted(partition_dir(a, d, home).glob("*.parquet"))]
-             for a in assets}
+    files = {a: [f for d in drops for f in catalog.partition_files(a, d, home)] for a in assets}
     return drops, files
 
 
@@ -506,7 +489,7 @@ def build_subsets(home: Path | None, specs: Sequence[FilterSpec], threads: int |
     (decisions of every subset + subset_summary.parquet). Returns the pool, the results (paths in the
     committed folder). An empty pool (no scored drop) raises ValueError and leaves the warehouse untouched."""
     specs = list(specs)
-    with session(home, threads) as con, scratch_dir(home) as scratch:
+    with catalog.scratch(threads) as con, scratch_dir(home) as scratch:
         pool = build_pool(con, home, Path(scratch) / "pool.parquet")
         if pool.rows == 0:
             raise ValueError("no pair is scored yet (no drop has both pair_scores and kl_stats): materialize "

@@ -34,14 +34,13 @@ def subsets_plot(results: Sequence[SubsetResult]) -> Figure:
 
 # ------------------------------------------------------------------------------------------ curation report
 def report_setting(spec: FilterSpec, f: float) -> str:
-    """How a filter is evaluated in the report (threshold filters keep their own threshold: say so)."""
-    if spec.kind == "keep_fraction":
-        return f"top {f * 100:g}% by {spec.column}"
+    """How a filter is evaluated in the report: its rule at keep fraction ``f`` (:attr:`FilterSpec.rule`); a
+    threshold filter keeps its own threshold, an all_of filter evaluates its members at ``f``: say so."""
     if spec.kind == "threshold":
-        return f"{spec.column} >= {spec.threshold:g} (its own threshold, not a {f * 100:g}% keep-fraction)"
-    if spec.kind == "all":
-        return "every row"
-    return f"all of {', '.join(spec.all_of)} (keep-fraction members at {f * 100:g}% each)"
+        return f"{spec.rule} (its own threshold, not a {f * 100:g}% keep-fraction)"
+    if spec.kind == "all_of":
+        return f"all of {', '.join(spec.all_of)} (keep-fraction members at {f * 100:g}% each)"
+    return spec.at_fraction(f).rule
 
 
 REPORT_SCHEMA = pa.schema([

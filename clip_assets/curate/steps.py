@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from clip_assets.curate import filters as F
 from clip_assets.curate import report as R
+from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.commit import stage_dir, write_table
 from clip_assets.io.exports import read_summary
@@ -60,7 +61,7 @@ def curate_subsets(home: Path, filters_path: str | None, threads: int | None = N
     specs = F.load_filters(filters_path or None)
     t0 = time.perf_counter()
     pool, results = F.build_subsets(home, specs, threads=threads, log=log)
-    with F.session(home, threads) as con:
+    with catalog.scratch(threads) as con:
         counts = {r.name: F.subset_counts(con, r.path) for r in results}
     return SubsetsOutcome(pool, results, counts, time.perf_counter() - t0)
 
@@ -105,7 +106,7 @@ def curation_report(home: Path, landing: Path, keep_fraction: float, log: Log = 
     if not truth:
         return ReportOutcome([], specs, 0, drops, [])
     at_f = [s.at_fraction(keep_fraction) for s in specs]
-    with F.session(home) as con, F.scratch_dir(home) as scratch:
+    with catalog.scratch() as con, F.scratch_dir(home) as scratch:
         pool = F.build_pool(con, home, Path(scratch) / "pool.parquet")
         results = F.run_filters(con, pool, at_f, Path(scratch) / "subsets")
         rows = R.curation_report_rows(con, at_f, results, truth, keep_fraction)
@@ -135,7 +136,7 @@ def ngram_analysis(home: Path, max_rows: int, seed: int, ns: Sequence[int], ks: 
     drops, files = F.pool_files(home, assets=("kl_stats", "raw_pairs"))
     if not drops:
         raise ValueError("no drop has both kl_stats and raw_pairs yet")
-    with F.session(home) as con:
+    with catalog.scratch() as con:
         table = con.sql(load_sql("queries/curate_ngram_pool"), params={
             "kl_files": files["kl_stats"], "raw_files": files["raw_pairs"], "max_rows": max_rows,
             "seed": seed}).to_arrow_table()

@@ -28,17 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_assets.config import exports_dir
-from clip_assets.io.catalog import load_sql
+from clip_assets.io.catalog import load_sql, partition_files, scratch
 from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_npy
 from clip_assets.io.drops import SIDECAR_SCHEMA, ShardWriter, close_handles, read_pointer
 from clip_assets.io.tables import drops_with
-from clip_assets.io.warehouse import asset_dir, partition_dir
+from clip_assets.io.warehouse import asset_dir
 
 SUBSETS_ASSET = "curated_subsets"
 SUMMARY_FILE = "subset_summary.parquet"
@@ -104,7 +103,7 @@ def resolve_subset(subset: str, home: Path | None = None) -> Path:
 
 
 def _files(asset: str, home: Path | None) -> list[str]:
-    return [str(f) for d in drops_with(asset, home) for f in sorted(partition_dir(asset, d, home).glob("*.parquet"))]
+    return [f for d in drops_with(asset, home) for f in partition_files(asset, d, home)]
 
 
 def _source_params(subset: str, home: Path | None) -> dict:
@@ -114,12 +113,6 @@ def _source_params(subset: str, home: Path | None) -> dict:
         raise ExportError(f"cannot export {subset!r}: the warehouse has no {empty[0]} files")
     return {"decisions": str(resolve_subset(subset, home)), "raw_files": files["raw_pairs"],
             "pair_files": files["pair_scores"], "kl_files": files["kl_stats"]}
-
-
-def _con() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"preserve_insertion_order": False})
-    con.execute("SET enable_progress_bar = false")
-    return con
 
 
 # ------------------------------------------------------------------------------------------------ uids
@@ -164,11 +157,8 @@ def export_npy(subset: str, out_dir: Path, home: Path | None = None) -> ExportRe
     """``<out_dir>/<subset>.npy`` in DataComp's format (see the module docstring)."""
     t0 = time.perf_counter()
     decisions = resolve_subset(subset, home)
-    con = _con()
-    try:
+    with scratch() as con:
         uids = con.execute(load_sql("queries/curate_export_uids"), {"decisions": str(decisions)}).fetchall()
-    finally:
-        con.close()
     arr = uids_to_datacomp(u for (u,) in uids)
     out = Path(out_dir) / f"{subset}.npy"
     clean_stale(out.parent, older_than_s=STALE_AFTER_S)
@@ -182,14 +172,10 @@ def export_parquet(subset: str, out_dir: Path, home: Path | None = None) -> Expo
     params = _source_params(subset, home)
     out = Path(out_dir) / f"{subset}.parquet"
     clean_stale(out.parent, older_than_s=STALE_AFTER_S)
-    con = _con()
-    try:
-        with publishing(out) as tmp:
-            con.sql(load_sql("queries/curate_export_manifest"), params=params).write_parquet(
-                str(tmp), compression=PARQUET_COMPRESSION)
-            rows = pq.ParquetFile(tmp).metadata.num_rows
-    finally:
-        con.close()
+    with scratch() as con, publishing(out) as tmp:
+        con.sql(load_sql("queries/curate_export_manifest"), params=params).write_parquet(
+            str(tmp), compression=PARQUET_COMPRESSION)
+        rows = pq.ParquetFile(tmp).metadata.num_rows
     return ExportResult(subset, "parquet", out, rows, seconds=time.perf_counter() - t0)
 
 
@@ -229,34 +215,27 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
     width = max(4, len(str(samples_per_shard - 1)))
     final = Path(out_dir) / subset
     clean_stale(final.parent, older_than_s=STALE_AFTER_S)
-    writer = stage_dir(final)
     images: dict = {}
-    con = _con()
     state = {"shard": 0, "rows": 0}
     try:
-        ((expected,),) = con.execute(load_sql("queries/curate_export_count"),
-                                     {"decisions": params["decisions"]}).fetchall()
-        rel = con.sql(load_sql("queries/curate_export_samples"),
-                      params={"decisions": params["decisions"], "raw_files": params["raw_files"]})
-        rows = _iter_rows(rel.to_arrow_reader(4096))
-        done = False
-        while not done:
-            done = _write_shard(writer, state, rows, images, samples_per_shard, width)
-        if state["rows"] != expected:
-            raise ExportError(f"subset {subset!r} keeps {expected} rows but only {state['rows']} have a raw_pairs "
-                              "row: re-ingest the drops whose raw_pairs are missing")
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+        with scratch() as con, stage_dir(final) as writer:
+            ((expected,),) = con.execute(load_sql("queries/curate_export_count"),
+                                         {"decisions": params["decisions"]}).fetchall()
+            rel = con.sql(load_sql("queries/curate_export_samples"),
+                          params={"decisions": params["decisions"], "raw_files": params["raw_files"]})
+            rows = _iter_rows(rel.to_arrow_reader(4096))
+            while not _export_shard(writer, state, rows, images, samples_per_shard, width):
+                pass
+            if state["rows"] != expected:
+                raise ExportError(f"subset {subset!r} keeps {expected} rows but only {state['rows']} have a "
+                                  "raw_pairs row: re-ingest the drops whose raw_pairs are missing")
     finally:
         close_handles(images)
-        con.close()
     return ExportResult(subset, "webdataset", final, state["rows"], shards=state["shard"],
                         seconds=time.perf_counter() - t0)
 
 
-def _write_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: dict,
+def _export_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: dict,
                  samples_per_shard: int, width: int) -> bool:
     """Write the next shard (tar, sidecar, stats last) from ``rows``; True when ``rows`` is exhausted."""
     first = next(rows, None)

@@ -45,16 +45,3 @@ def read_embeddings(drop: str, home: Path | None = None, dtype=np.float32) -> tu
     t = read_partition("embeddings", drop, home)
     return t, fixed_list_to_numpy(t["image_emb"], dtype), fixed_list_to_numpy(t["text_emb"], dtype)
 
-
-def check_embeddings(drop: str, home: Path | None = None, norm_tol: float = 1e-2) -> dict:
-    """Embeddings of a drop vs its raw_pairs: same uids (one row each), finite, unit-norm (float16 storage)."""
-    raw = read_partition("raw_pairs", drop, home, columns=["uid"])["uid"].to_pylist()
-    emb, u, v = read_embeddings(drop, home)
-    uids = emb["uid"].to_pylist()
-    finite = bool(np.isfinite(u).all() and np.isfinite(v).all())
-    norms = np.concatenate([np.linalg.norm(u, axis=1), np.linalg.norm(v, axis=1)]) if len(uids) else np.ones(1)
-    max_dev = float(np.max(np.abs(norms - 1.0)))
-    same = len(uids) == len(raw) and set(uids) == set(raw) and len(set(uids)) == len(uids)
-    return {"ok": bool(same and finite and max_dev <= norm_tol), "rows": len(uids), "raw_pairs_rows": len(raw),
-            "same_uids": bool(same), "finite": finite, "max_norm_deviation": max_dev,
-            "model_ids": sorted(set(emb["model_id"].to_pylist()))}

@@ -2,8 +2,8 @@
 
 ``<home>/models/contrastive_model/card.json`` holds the :class:`~clip_assets.models.loading.ModelSpec` to load
 (a pretrained name + tag, or a local checkpoint path) and the resulting model id. The ``contrastive_model`` asset
-writes it (atomically, :func:`clip_assets.io.commit.write_json`); ``embeddings``, ``importance_weights`` and the rest read it, so they always use the model
-that Dagster's lineage shows upstream of them.
+writes it (atomically, :func:`clip_assets.io.commit.write_json`); ``embeddings``, ``importance_weights`` and the
+rest read it, so they always use the model that Dagster's lineage shows upstream of them.
 """
 
 from __future__ import annotations

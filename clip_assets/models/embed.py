@@ -37,7 +37,6 @@ shards were skipped.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -52,15 +51,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from clip_assets.io.commit import remove, write_table
-from clip_assets.io.drops import read_pointer
+from clip_assets.io.drops import POINTER_COLUMNS, read_pointer
 from clip_assets.io.images import decode_rgb, sniff_format
 from clip_assets.models.loading import LoadedModel, torch_threads
 
-POINTER_COLUMNS = ("uid", "caption", "tar_path", "offset", "size")
+# the pointer columns (io.drops.POINTER_COLUMNS) a model reads: the uid, the caption and where the image bytes are
+MODEL_INPUT_COLUMNS = tuple(c for c in POINTER_COLUMNS if c in ("uid", "caption", "tar_path", "offset", "size"))
 _PART_RE = re.compile(r"^part-(.+)\.parquet$")
 META_MODEL_ID = b"clip_assets.model_id"
 META_MODEL = b"clip_assets.model"
@@ -178,10 +177,10 @@ def _describe(i: int, item: Any, out_dir: Path) -> _Shard:
         shard, src = _shard_of_table(uids_tbl, m.group(1) if m else None), path
     else:
         tbl = _as_arrow(item)
-        missing = [c for c in POINTER_COLUMNS if c not in tbl.column_names]
+        missing = [c for c in MODEL_INPUT_COLUMNS if c not in tbl.column_names]
         if missing:
             raise ValueError(f"shard table {i} lacks raw_pairs columns {missing}")
-        shard, src = _shard_of_table(tbl, f"{i:05d}"), tbl.select(list(POINTER_COLUMNS))
+        shard, src = _shard_of_table(tbl, f"{i:05d}"), tbl.select(list(MODEL_INPUT_COLUMNS))
         uids_tbl = tbl.select(["uid"])
     return _Shard(shard, src, out_dir / f"part-{shard}.parquet", uids_tbl.num_rows, _uid_digest(uids_tbl))
 
@@ -258,8 +257,9 @@ class _ShardBatches(torch.utils.data.IterableDataset):
         try:
             for k in range(wid, len(self.shards), nw):
                 shard, source = self.shards[k]
-                tbl = source if isinstance(source, pa.Table) else pq.read_table(source, columns=list(POINTER_COLUMNS))
-                cols = {c: tbl.column(c).to_pylist() for c in POINTER_COLUMNS}
+                tbl = source if isinstance(source, pa.Table) else pq.read_table(source,
+                                                                                columns=list(MODEL_INPUT_COLUMNS))
+                cols = {c: tbl.column(c).to_pylist() for c in MODEL_INPUT_COLUMNS}
                 n = tbl.num_rows
                 n_batches = -(-n // self.batch_size)
                 for b in range(n_batches):

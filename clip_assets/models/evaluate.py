@@ -6,8 +6,7 @@ captions t_1..t_N (a sample of p(y))::
 
     log r_img(x, y) = s(x, y) - logsumexp_j s(x, t_j) + log N,      s(x, y) = a <u_x, v_y>
 
-computed in float64 over the distinct captions with multiplicities (logsumexp_j over N captions equals
-logsumexp_u (s(x, u) + log c_u) over distinct captions u with counts c_u).
+computed by :func:`clip_assets.core.scores.log_ratio_image_conditioned` (each distinct caption is encoded once).
 """
 
 from __future__ import annotations
@@ -24,9 +23,11 @@ import torch
 from PIL import Image
 
 from clip_assets.core.calibration import spearman
+from clip_assets.core.scores import log_ratio_image_conditioned
 from clip_assets.io.batches import decode_all, normalize
 from clip_assets.io.drops import index_drop
 from clip_assets.io.images import decode_resize
+from clip_assets.models.embed import MODEL_INPUT_COLUMNS
 from clip_assets.models.loading import LoadedModel
 from clip_assets.world import World
 
@@ -72,26 +73,6 @@ def zero_shot_accuracy(
     return float((pred == np.asarray(lab.label)).mean())
 
 
-def self_normalised_log_ratio(
-    img_emb: np.ndarray, txt_emb: np.ndarray, ref_txt_emb: np.ndarray, a: float, ref_log_weights: np.ndarray | None = None
-) -> np.ndarray:
-    """log r_img(x_i, y_i) = s(x_i, y_i) - logsumexp_j s(x_i, t_j) + log N for paired rows i.
-
-    img_emb, txt_emb: (n, d) unit; ref_txt_emb: (U, d) unit reference captions; ref_log_weights: (U,) log counts
-    of each reference (None: each once). N = sum of counts. float64 throughout.
-    """
-    u = np.asarray(img_emb, dtype=np.float64)
-    v = np.asarray(txt_emb, dtype=np.float64)
-    t = np.asarray(ref_txt_emb, dtype=np.float64)
-    lw = np.zeros(t.shape[0]) if ref_log_weights is None else np.asarray(ref_log_weights, dtype=np.float64)
-    s_pair = a * np.einsum("nd,nd->n", u, v)  # (n,)
-    s_ref = a * (u @ t.T) + lw[None, :]  # (n, d) @ (d, U) -> (n, U)
-    m = s_ref.max(axis=1, keepdims=True)
-    lse = (m + np.log(np.exp(s_ref - m).sum(axis=1, keepdims=True)))[:, 0]
-    log_n = np.log(np.exp(lw).sum())
-    return s_pair - lse + log_n
-
-
 def ratio_spearman(
     loaded: LoadedModel,
     drop: str | os.PathLike | list[pa.Table],
@@ -110,14 +91,14 @@ def ratio_spearman(
         tables = list(drop)
         if truth_path is None:
             raise ValueError("truth_path is required when the drop is given as tables")
-    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
+    ptr = pa.concat_tables([t.select(list(MODEL_INPUT_COLUMNS)) for t in tables])
     if max_pairs is not None:
         ptr = ptr.slice(0, max_pairs)
     u = _encode_uint8_images(loaded, decode_all([ptr], loaded.image_size)).numpy()
     captions = ptr.column("caption").to_pylist()
-    uniq, inv, counts = np.unique(np.asarray(captions, dtype=object), return_inverse=True, return_counts=True)
-    v_uniq = loaded.encode_texts([str(c) for c in uniq]).cpu().numpy()  # (U, d)
-    log_r = self_normalised_log_ratio(u, v_uniq[inv], v_uniq, loaded.logit_scale, np.log(counts))
+    uniq, inv = np.unique(np.asarray(captions, dtype=object), return_inverse=True)
+    v = loaded.encode_texts([str(c) for c in uniq]).cpu().numpy()[inv]  # (N, d): each distinct caption encoded once
+    log_r = log_ratio_image_conditioned(u, v, v, loaded.logit_scale)  # the drop's captions are the references
     truth = pq.read_table(truth_path, columns=["uid", "true_log_ratio"]).to_pydict()
     true_by_uid = dict(zip(truth["uid"], truth["true_log_ratio"]))
     uids = ptr.column("uid").to_pylist()

@@ -32,7 +32,7 @@ from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, p
 from clip_assets.io.drops import ShardWriter
 from clip_assets.io.uid import compute_uid
 from clip_assets.world.render import IMAGE_FORMATS, encode_image
-from clip_assets.world.world import World
+from clip_assets.world.world import PairSample, World
 
 WORLD_FILE = "world.json"
 TRUTH_SUFFIX = ".truth.parquet"
@@ -151,12 +151,12 @@ def _write_drop(
         with pq.ParquetWriter(truth_tmp, schema, compression=PARQUET_COMPRESSION) as truth:
             for shard, lo in enumerate(range(0, pairs, shard_size)):
                 rng = np.random.default_rng(np.random.SeedSequence([seed, number, shard]))
-                rows = _write_shard(stage, name, shard, min(shard_size, pairs - lo), world, rng, image_format)
+                rows = _synth_shard(stage, name, shard, min(shard_size, pairs - lo), world, rng, image_format)
                 truth.write_table(pa.Table.from_pydict(rows, schema=schema))
     return out / name
 
 
-def _write_shard(
+def _synth_shard(
     stage: StagedDir, drop: str, shard: int, n: int, world: World, rng: np.random.Generator, image_format: str
 ) -> dict[str, list | np.ndarray]:
     """Write ``NNNNN.tar``, ``NNNNN.parquet`` then ``NNNNN_stats.json`` into ``stage``; return the truth rows."""
@@ -184,7 +184,13 @@ def _write_shard(
         writer.add(key, image, image_format, caption, meta)
         uids.append(compute_uid(image, caption))
     writer.close(start_time=float(shard), end_time=float(shard + 1))  # a synthetic clock: same bytes every run
+    return _truth_rows(world, sample, drop, shard, keys, uids, captions)
 
+
+def _truth_rows(world: World, sample: PairSample, drop: str, shard: int, keys: list[str], uids: list[str],
+                captions: list[str]) -> dict[str, list | np.ndarray]:
+    """The exact ground truth of one shard's samples (columns of :func:`truth_schema`)."""
+    n = len(keys)
     latent = sample.latent
     real = latent >= 0
     attrs = world.latent_attributes[np.maximum(latent, 0)]  # (n, 3); rows of placeholders masked below

@@ -14,6 +14,7 @@ import pytest
 
 from clip_assets.core.selection import keep_fraction_threshold
 from clip_assets.curate import filters as F
+from clip_assets.io import catalog
 from score_tables import uid, write_scores
 
 
@@ -133,7 +134,7 @@ def test_duckdb_threshold_matches_reference_and_brute_force(tmp_path, name):
     values = _values_cases()[name]
     pool = _pool(tmp_path, values)
     specs = [F.FilterSpec(f"f{i}", "keep_fraction", column="text_kl", keep_fraction=f) for i, f in enumerate(FRACTIONS)]
-    with F.session(tmp_path, threads=1) as con:
+    with catalog.scratch(threads=1) as con:
         results = F.run_filters(con, pool, specs, tmp_path / "out")
     for f, r in zip(FRACTIONS, results):
         t_ref, keep_ref = keep_fraction_threshold(values, f)
@@ -156,7 +157,7 @@ def test_duckdb_threshold_matches_reference_and_brute_force(tmp_path, name):
 def test_null_counts_in_pool_and_is_never_kept(tmp_path):
     values = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0])
     pool = _pool(tmp_path, values, null_at=(0, 1))  # the two largest are NULL: N stays 8
-    with F.session(tmp_path, threads=1) as con:
+    with catalog.scratch(threads=1) as con:
         (r,) = F.run_filters(con, pool, [F.FilterSpec("half", "keep_fraction", column="text_kl", keep_fraction=0.5)],
                              tmp_path / "out")
     got = dict(zip(*pq.read_table(r.path, columns=["uid", "reason"]).to_pydict().values()))
