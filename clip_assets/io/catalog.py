@@ -111,6 +111,24 @@ def _required_assets(text: str) -> list[str]:
     return m.group(1).split() if m else []
 
 
+def planned_views(home: Path | None = None) -> list[tuple[str, str]]:
+    """(name, SQL text) of every sql/views file whose required assets have files and whose sources all match
+    a file: the views :func:`refresh_views` creates for this warehouse, in file order."""
+    home = home or data_home()
+    wh = warehouse_dir(home)
+    out = []
+    for f in sorted((sql_dir() / "views").glob("*.sql")):
+        text = f.read_text()
+        if all(_has_files(home, a) for a in _required_assets(text)) and _sources_exist(text, wh):
+            out.append((f.stem.split("_", 1)[1], text))
+    return out
+
+
+def expected_views(home: Path | None = None) -> list[str]:
+    """Names of the views :func:`refresh_views` creates for this warehouse (see :func:`planned_views`)."""
+    return [name for name, _ in planned_views(home)]
+
+
 def restrict(con: duckdb.DuckDBPyConnection, readable: Sequence[Path]) -> None:
     """Limit ``con`` to reading below ``readable`` (each also in its glob-escaped spelling, as views name it):
     no other file, no network, no extension install, settings locked."""
@@ -164,22 +182,19 @@ def refresh_views(home: Path | None = None) -> list[str]:
     whose folder path holds ``?`` (it derives the WAL's name by inserting ``.wal`` before the first ``?``)."""
     home = home or data_home()
     wh = warehouse_dir(home)
-    created = []
+    planned = planned_views(home)
     with tempfile.TemporaryDirectory(prefix="clip-assets-catalog-") as tmpdir:
         built = Path(tmpdir) / CATALOG_FILE
         con = duckdb.connect(str(built))
         try:
-            for f in sorted((sql_dir() / "views").glob("*.sql")):
-                text = f.read_text()
-                if all(_has_files(home, a) for a in _required_assets(text)) and _sources_exist(text, wh):
-                    con.execute(render_view(text, wh))
-                    created.append(f.stem.split("_", 1)[1])
+            for _, text in planned:
+                con.execute(render_view(text, wh))
             con.execute("CHECKPOINT")
         finally:
             con.close()
         with publishing(catalog_path(home)) as tmp:
             shutil.copyfile(built, tmp)
-    return created
+    return [name for name, _ in planned]
 
 
 @contextmanager

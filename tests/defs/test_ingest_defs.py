@@ -92,3 +92,33 @@ def test_per_drop_checks_name_their_drop(home):
     for e in evals:
         assert e.metadata["drop"].value == "d7", e.check_name
         assert e.description.startswith("drop d7"), (e.check_name, e.description)
+
+
+def test_ingest_asset_checks_catalog_and_sql_under_a_home_with_glob_characters(tmp_path, monkeypatch, capsys):
+    """Class 11: the ingest multi-asset, its checks, the catalog asset and `clip-assets sql` under a home whose
+    path holds every DuckDB glob character (the Dagster instance stays under a plain path)."""
+    from clip_assets.cli import main as cli_main
+
+    home = tmp_path / "env=prod" / "we[ir]d {x}*?" / "home"
+    monkeypatch.setenv("CLIP_ASSETS_HOME", str(home))
+    samples = [{"key": f"{i:09d}", "image": jpeg_bytes(i), "caption": f"c {i}"} for i in range(4)]
+    build_drop(home / "landing" / "d1", [samples + [{"key": "000000009", "image": None, "caption": "gone"}]])
+    resources = {"home": HomeResource(home=str(home))}
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions(drops_partitions.name, ["d1"])
+        res = dg.materialize([*ingest_domain.defs.assets, *ingest_domain.defs.asset_checks],
+                             selection=[dg.AssetKey("raw_pairs"), dg.AssetKey("rejected_pairs")], partition_key="d1",
+                             instance=inst, resources=resources)
+        assert res.success
+        cat = dg.materialize([*ingest_domain.defs.assets], selection=[dg.AssetKey("catalog")], instance=inst,
+                             resources=resources)
+        assert cat.success
+        evals = [*res.get_asset_check_evaluations(), *cat.get_asset_check_evaluations()]
+    assert {e.check_name: e.passed for e in evals} == {
+        "rows_balance": True, "uids_unique": True, "reasons_valid": True, "views_and_drops_balance": True}
+    catalog_eval = next(e for e in evals if e.check_name == "views_and_drops_balance")
+    assert catalog_eval.metadata["missing_views"].value == "none"
+    assert "drops" in catalog_eval.metadata["expected_views"].value
+    capsys.readouterr()
+    assert cli_main(["sql", "SELECT drop, seen, kept, rejected FROM drops", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["drop,seen,kept,rejected", "d1,5,4,1"]
