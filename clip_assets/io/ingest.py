@@ -182,7 +182,7 @@ def ingest_drop(
         clean_stale(f.parent, older_than_s=STALE_AFTER_S)
     state = _DropState(drop, limits, result)
     shards = drop_status(drop_dir).shards
-    with stage_dirs(finals) as (kept_w, rej_w):
+    with stage_dirs(finals, versioned=True) as (kept_w, rej_w):
         for i, shard in enumerate(shards):
             counts = _ingest_shard(drop_dir, shard, state, kept_w, rej_w)
             result.shards.append(counts)
