@@ -4,7 +4,8 @@ One mechanism for everything (warehouse partitions, model checkpoints and cards,
 IWL artefacts): write into a private scratch name in the destination's own folder, then publish with one
 rename. A reader therefore sees the old object or the new one, never a half-written one, and a run killed at any
 point leaves at most scratch leftovers (hidden ``.staging-*`` / ``.trash-*`` folders and ``.*.tmp`` files,
-which no glob of the catalog matches) that :func:`clean_stale` removes.
+which no glob of the catalog matches): the next write of the same name removes them once they are older than
+``SCRATCH_GRACE_S`` (:func:`clean_scratch_of`, run by every writer), and :func:`clean_stale` sweeps a whole tree.
 
 Interface (small on purpose, so that an object-store backend can implement the same calls)::
 
@@ -61,6 +62,7 @@ TMP_SUFFIX = ".tmp"
 JOURNAL_PREFIX = ".journal-"
 JOURNAL_SUFFIX = ".json"
 VERSION_PREFIX = ".v-"
+SCRATCH_GRACE_S = 6 * 3600.0  # scratch younger than this may belong to a run in flight: left alone
 VERSION_GRACE_S = 3600.0  # a version no pointer names is kept this long after its pointer moved (held readers)
 
 
@@ -68,10 +70,38 @@ def _scratch(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
 
 
+def clean_scratch_of(path: str | os.PathLike, older_than_s: float = SCRATCH_GRACE_S) -> int:
+    """Remove the scratch that killed writers of ``path`` left beside it (``.staging-<name>-*``,
+    ``.trash-<name>-*`` once ``path`` exists, ``.<name>.*.tmp``), sparing what is younger than ``older_than_s``.
+    Every writer calls this for its own target, so no leftover outlives the next write of the same name."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    now, n, name = time.time(), 0, path.name
+    for p in list(path.parent.iterdir()):
+        folder = p.name.startswith(f"{STAGING_PREFIX}{name}-") or (
+            p.name.startswith(f"{TRASH_PREFIX}{name}-") and path.exists())
+        scratch_file = p.name.startswith(f".{name}.") and p.name.endswith(TMP_SUFFIX)
+        if not (folder or scratch_file):
+            continue
+        try:
+            if now - p.lstat().st_mtime < older_than_s:
+                continue
+        except FileNotFoundError:
+            continue
+        if folder and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def _publish_file(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     """Run ``fill(scratch_path)`` then rename the scratch file onto ``path`` (atomic on one filesystem)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_scratch_of(path)
     tmp = _scratch(path)
     try:
         fill(tmp)
@@ -115,6 +145,7 @@ class StagedDir:
         self.commit_id = commit_id or new_commit_id()
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         recover_dir(self.final_dir)
+        clean_scratch_of(self.final_dir)
         self.staging = self.final_dir.parent / f"{STAGING_PREFIX}{self.final_dir.name}-{uuid.uuid4().hex[:12]}"
         self.staging.mkdir()
         self.names: list[str] = []
@@ -444,6 +475,7 @@ def publishing(path: str | os.PathLike) -> Iterator[Path]:
     """``with publishing(p) as tmp: <write tmp>`` publishes ``tmp`` at ``p`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_scratch_of(path)
     tmp = _scratch(path)
     try:
         yield tmp

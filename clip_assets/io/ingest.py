@@ -51,7 +51,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from clip_assets.io.commit import StagedDir, clean_stale, stage_dirs
+from clip_assets.io.commit import SCRATCH_GRACE_S, StagedDir, clean_stale, stage_dirs
 from clip_assets.io.drops import (
     Sample, ShardEnd, Sidecar, drop_fingerprint, drop_signature, drop_status, iter_shard, link_problem, parse_meta, read_sidecar,
     read_stats, tar_name, validate_drop_name,
@@ -83,7 +83,7 @@ REJECTED_SCHEMA = pa.schema([
 ])
 
 DROP_FILE = "_drop.json"
-STALE_AFTER_S = 6 * 3600  # scratch younger than this may belong to a run in flight: left alone
+STALE_AFTER_S = SCRATCH_GRACE_S  # scratch younger than this may belong to a run in flight: left alone
 
 
 class RefusedDrop(ValueError):

@@ -227,3 +227,41 @@ def test_a_versioned_commit_over_a_plain_folder_keeps_it_as_a_version(tmp_path):
     assert final.is_symlink() and _content(final) == "new"
     old = [p for p in final.parent.iterdir() if p.name.startswith(commit.VERSION_PREFIX) and p != commit.resolve(final)]
     assert [_content(p) for p in old] == ["plain"]
+
+
+def _plant(folder: Path, name: str, age_s: float) -> list[Path]:
+    """Scratch a killed writer of ``name`` leaves: a staging folder, a trash folder, a scratch file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f".staging-{name}-{age_s:.0f}", folder / f".trash-{name}-{age_s:.0f}",
+             folder / f".{name}.{age_s:.0f}.tmp"]
+    paths[0].mkdir(), paths[1].mkdir(), paths[2].write_bytes(b"half")
+    when = time.time() - age_s
+    for p in paths:
+        os.utime(p, (when, when))
+    return paths
+
+
+WRITERS = {
+    "write_table": lambda p: commit.write_table(p, __import__("pyarrow").table({"x": [1]})),
+    "write_bytes": lambda p: commit.write_bytes(p, b"x"),
+    "publishing": lambda p: commit.publishing(p).__enter__(),
+    "stage_dir": lambda p: stage_dir(p).commit(),
+    "stage_dir_versioned": lambda p: stage_dir(p, versioned=True).commit(),
+    "stage_dirs": lambda p: stage_dirs([p]).commit(),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_every_writer_removes_old_scratch_of_its_target_and_spares_young_and_others(tmp_path, writer):
+    folder, name = tmp_path / "asset", "drop=a"
+    target = folder / name
+    if writer.startswith("stage"):
+        _fill(target, "old")  # an existing target, so old trash is not the folder's only copy
+    else:
+        commit.write_bytes(target, b"old")
+    old = _plant(folder, name, commit.SCRATCH_GRACE_S + 60)
+    young = _plant(folder, name, 10)
+    other = _plant(folder, "drop=b", commit.SCRATCH_GRACE_S + 60)
+    WRITERS[writer](target)
+    assert [p.exists() for p in old] == [False, False, False]
+    assert all(p.exists() for p in young + other)
