@@ -15,6 +15,8 @@ Interface (small on purpose, so that an object-store backend can implement the s
         w = st.parquet_writer("part-00001.parquet", schema)  # streaming; close before the block ends
         st.write_bytes("00000.tar", data) / st.path("x.bin") -> a staging path to write yourself
     # on exception: staging removed, the previous folder untouched
+    with stage_dirs([a, b], versioned=True) as (sa, sb): ...   # both folders as versions of one commit
+    resolve(final_dir) / snapshot([a, b])  # what a reader reads (the version a pointer names)
 
 Replacing a folder takes two renames (old -> trash, staging -> final). A crash between them leaves the final
 name absent and the previous contents under ``.trash-<name>-*``; :func:`recover_dir` (called by every

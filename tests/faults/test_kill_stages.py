@@ -32,7 +32,7 @@ CHAIN = "key:raw_pairs or key:embeddings or key:reference_set or key:pair_scores
 STAGES = {
     "embeddings": ("key:embeddings", ["embeddings"], ["uid"]),
     "scores": ("key:pair_scores", ["pair_scores", "kl_stats"], ["uid"]),
-    "curated_subsets": ("key:curated_subsets", ["curated_subsets"], ["subset", "uid"]),
+    "curated_subsets": ("key:curated_subsets", ["curated_subsets"], ["uid"]),
 }
 
 
@@ -71,10 +71,13 @@ def base(tmp_path_factory):
 
 
 def _rows(home, asset, keys):
+    """Every row of ``asset`` with its partition folder's name (``drop=...`` / ``subset=...``), sorted."""
     root = home / "warehouse" / asset
-    files = sorted(f for d in root.iterdir() if not d.name.startswith(".") for f in resolve(d).glob("*.parquet"))
-    t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
-    return t.sort_by([(k, "ascending") for k in keys]).to_pylist()
+    tables = [pq.read_table(f).append_column("part", pa.array([d.name] * pq.read_metadata(f).num_rows))
+              for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+              for f in sorted(resolve(d).glob("*.parquet"))]
+    t = pa.concat_tables(tables, promote_options="default")
+    return t.sort_by([(k, "ascending") for k in ["part", *keys]]).to_pylist()
 
 
 def _writing(home, asset) -> bool:
