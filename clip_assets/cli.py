@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import typing
 from pathlib import Path
@@ -565,13 +566,28 @@ def _terminate_as_interrupt(signum, frame) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
+_INTERRUPTS = ("KeyboardInterrupt", "DagsterExecutionInterruptedError")
+
+
+def _redeliver_lost_interrupt(unraisable) -> None:
+    """An interrupt raised while the main thread runs a garbage-collector callback is printed and dropped by
+    Python (the run would go on after SIGTERM or Ctrl-C): raise SIGINT again, so it lands at the next step."""
+    if type(unraisable.exc_value).__name__ in _INTERRUPTS:
+        # from another thread, so the handler runs in the main thread's next step, not inside this hook
+        threading.Timer(0.01, signal.raise_signal, [signal.SIGINT]).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _redeliver_lost_interrupt
     try:
         return args.fn(args) or 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ is refused with a clear error. Code that reads a partition lists
 its files in Python (:func:`partition_files`, :func:`asset_files`) and binds the list; a literal file path is
 never glob-interpreted.
 
+Versioned partitions (raw_pairs and rejected_pairs: a pointer per partition, see :mod:`clip_assets.io.commit`)
+are named in views by the files of the versions their pointers named when the catalog was built (table
+``catalog_pointers``); :func:`connect` rebuilds the catalog when a pointer moved since, so a new connection sees
+every commit, and one query never mixes two versions nor opens a file a later commit replaced (versions no
+pointer names are kept ``VERSION_GRACE_S``: hold a connection no longer than that).
+
 Readers never block the writer: :func:`refresh_views` builds the whole catalog in a new scratch file and
 publishes it with one rename (:func:`clip_assets.io.commit.publishing`). A reader holding a read-only connection
 keeps reading the file it opened (its old inode, still valid views); a new connection sees the new catalog. The
@@ -30,7 +36,7 @@ from typing import Iterator, Sequence
 import duckdb
 
 from clip_assets.config import CATALOG_FILE, catalog_path, data_home, project_root, warehouse_dir
-from clip_assets.io.commit import publishing
+from clip_assets.io.commit import publishing, resolve, snapshot
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 _GLOB_TOKEN = re.compile(r":glob\('([A-Za-z0-9_]+)/([^']+)'\)")
@@ -71,13 +77,32 @@ def glob_escape(path: str) -> str:
     return "".join(f"[{c}]" if c in _GLOB_CHARS else c for c in path)
 
 
-def _listed(base: Path, pattern: str) -> list[str]:
-    """Sorted files below ``base`` matching the relative ``pattern``, hidden scratch (``.staging-*``, ``.*.tmp``)
-    excluded. Python lists them, so no character of ``base`` acts as a glob."""
+def _listed(base: Path, pattern: str, pointers: dict[Path, Path] | None = None) -> list[str]:
+    """Sorted files below ``base`` matching the relative ``pattern``, hidden entries (scratch, versions) excluded.
+    Python lists them, so no character of ``base`` acts as a glob. A versioned folder is listed in the version its
+    pointer names (``pointers``, else :func:`~clip_assets.io.commit.resolve`), so the paths stay valid however the
+    folder is replaced later."""
+    base = (pointers or {}).get(base) or resolve(base)
     if not base.is_dir():
         return []
-    return sorted(str(p) for p in base.glob(pattern)
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts))
+    head, _, tail = pattern.partition("/")
+    entries = sorted(p for p in base.glob(head) if not p.name.startswith("."))
+    if not tail:
+        return [str(p) for p in entries if p.is_file()]
+    return sorted(f for d in entries if d.is_dir() for f in _listed(d, tail, pointers))
+
+
+def warehouse_pointers(home: Path | None = None) -> dict[Path, Path]:
+    """Every versioned folder of the warehouse (``<asset>/<partition>`` pointers) and the version to read,
+    resolved together per partition name (:func:`~clip_assets.io.commit.snapshot`: the tables of one multi-table
+    commit agree)."""
+    wh = warehouse_dir(home)
+    groups: dict[str, list[Path]] = {}
+    for a in sorted(wh.iterdir()) if wh.is_dir() else []:
+        for p in sorted(a.iterdir()) if a.is_dir() else []:
+            if p.is_symlink() and not p.name.startswith("."):
+                groups.setdefault(p.name, []).append(p)
+    return {f: v for finals in groups.values() for f, v in zip(finals, snapshot(finals))}
 
 
 def asset_files(asset: str, home: Path | None = None, pattern: str = "drop=*/*.parquet") -> list[str]:
@@ -95,20 +120,49 @@ def _has_files(home: Path, asset: str) -> bool:
     return bool(asset_files(asset, home, "*/*.parquet") or asset_files(asset, home, "*.parquet"))
 
 
-def render_view(text: str, warehouse: Path) -> str:
-    """Replace each ``:glob('<asset>/<pattern>')`` with the glob below the escaped ``warehouse`` path."""
+def render_view(text: str, warehouse: Path, pointers: dict[Path, Path] | None = None) -> str:
+    """Replace each ``:glob('<asset>/<pattern>')`` with the glob below the escaped ``warehouse`` path; for an
+    asset with versioned folders (a key of ``pointers``), with the list of the files of the versions it names
+    instead (a snapshot: a query never mixes versions, and never opens a file a later commit replaced)."""
     escaped = glob_escape(warehouse.as_posix())
-    return _GLOB_TOKEN.sub(lambda m: sql_string_literal(f"{escaped}/{m.group(1)}/{m.group(2)}"), text)
+    pointers = pointers or {}
+
+    def token(m: re.Match) -> str:
+        if any(f.parent == warehouse / m.group(1) for f in pointers):
+            files = _listed(warehouse / m.group(1), m.group(2), pointers)
+            return "[" + ", ".join(sql_string_literal(glob_escape(Path(f).as_posix())) for f in files) + "]"
+        return sql_string_literal(f"{escaped}/{m.group(1)}/{m.group(2)}")
+
+    return _GLOB_TOKEN.sub(token, text)
 
 
-def _sources_exist(text: str, warehouse: Path) -> bool:
+def _sources_exist(text: str, warehouse: Path, pointers: dict[Path, Path] | None = None) -> bool:
     """Every ``:glob(...)`` of a view file matches at least one file (DuckDB refuses a view over nothing)."""
-    return all(_listed(warehouse / m.group(1), m.group(2)) for m in _GLOB_TOKEN.finditer(text))
+    return all(_listed(warehouse / m.group(1), m.group(2), pointers) for m in _GLOB_TOKEN.finditer(text))
 
 
 def _required_assets(text: str) -> list[str]:
     m = re.search(r"^--\s*requires:\s*(.+)$", text, flags=re.M)
     return m.group(1).split() if m else []
+
+
+def planned_views(home: Path | None = None, pointers: dict[Path, Path] | None = None) -> list[tuple[str, str]]:
+    """(name, SQL text) of every sql/views file whose required assets have files and whose sources all match
+    a file: the views :func:`refresh_views` creates for this warehouse, in file order."""
+    home = home or data_home()
+    wh = warehouse_dir(home)
+    pointers = warehouse_pointers(home) if pointers is None else pointers
+    out = []
+    for f in sorted((sql_dir() / "views").glob("*.sql")):
+        text = f.read_text()
+        if all(_has_files(home, a) for a in _required_assets(text)) and _sources_exist(text, wh, pointers):
+            out.append((f.stem.split("_", 1)[1], text))
+    return out
+
+
+def expected_views(home: Path | None = None) -> list[str]:
+    """Names of the views :func:`refresh_views` creates for this warehouse (see :func:`planned_views`)."""
+    return [name for name, _ in planned_views(home)]
 
 
 def restrict(con: duckdb.DuckDBPyConnection, readable: Sequence[Path]) -> None:
@@ -148,12 +202,28 @@ def connect(home: Path | None = None, read_only: bool = True, restricted: bool =
     if not path.exists():
         refresh_views(home)
     con = duckdb.connect(str(path), read_only=True)
+    if _pointers_moved(con, home):
+        con.close()
+        refresh_views(home)
+        con = duckdb.connect(str(path), read_only=True)
     try:
         if restricted:
             restrict(con, [warehouse_dir(home)])
         yield con
     finally:
         con.close()
+
+
+POINTERS_TABLE = "catalog_pointers"
+
+
+def _pointers_moved(con: duckdb.DuckDBPyConnection, home: Path) -> bool:
+    """The versioned folders' pointers differ from those the catalog's views were built on (a commit since)."""
+    try:
+        built = dict(con.execute(f"SELECT folder, version FROM {POINTERS_TABLE}").fetchall())
+    except duckdb.CatalogException:
+        built = {}
+    return built != {str(f): str(v) for f, v in warehouse_pointers(home).items()}
 
 
 def refresh_views(home: Path | None = None) -> list[str]:
@@ -164,22 +234,24 @@ def refresh_views(home: Path | None = None) -> list[str]:
     whose folder path holds ``?`` (it derives the WAL's name by inserting ``.wal`` before the first ``?``)."""
     home = home or data_home()
     wh = warehouse_dir(home)
-    created = []
+    pointers = warehouse_pointers(home)
+    planned = planned_views(home, pointers)
     with tempfile.TemporaryDirectory(prefix="clip-assets-catalog-") as tmpdir:
         built = Path(tmpdir) / CATALOG_FILE
         con = duckdb.connect(str(built))
         try:
-            for f in sorted((sql_dir() / "views").glob("*.sql")):
-                text = f.read_text()
-                if all(_has_files(home, a) for a in _required_assets(text)) and _sources_exist(text, wh):
-                    con.execute(render_view(text, wh))
-                    created.append(f.stem.split("_", 1)[1])
+            for _, text in planned:
+                con.execute(render_view(text, wh, pointers))
+            con.execute(f"CREATE TABLE {POINTERS_TABLE} (folder VARCHAR, version VARCHAR)")
+            if pointers:
+                con.executemany(f"INSERT INTO {POINTERS_TABLE} VALUES (?, ?)",
+                                [[str(f), str(v)] for f, v in sorted(pointers.items())])
             con.execute("CHECKPOINT")
         finally:
             con.close()
         with publishing(catalog_path(home)) as tmp:
             shutil.copyfile(built, tmp)
-    return created
+    return [name for name, _ in planned]
 
 
 @contextmanager

@@ -4,7 +4,8 @@ One mechanism for everything (warehouse partitions, model checkpoints and cards,
 IWL artefacts): write into a private scratch name in the destination's own folder, then publish with one
 rename. A reader therefore sees the old object or the new one, never a half-written one, and a run killed at any
 point leaves at most scratch leftovers (hidden ``.staging-*`` / ``.trash-*`` folders and ``.*.tmp`` files,
-which no glob of the catalog matches) that :func:`clean_stale` removes.
+which no glob of the catalog matches): the next write of the same name removes them once they are older than
+``SCRATCH_GRACE_S`` (:func:`clean_scratch_of`, run by every writer), and :func:`clean_stale` sweeps a whole tree.
 
 Interface (small on purpose, so that an object-store backend can implement the same calls)::
 
@@ -14,6 +15,8 @@ Interface (small on purpose, so that an object-store backend can implement the s
         w = st.parquet_writer("part-00001.parquet", schema)  # streaming; close before the block ends
         st.write_bytes("00000.tar", data) / st.path("x.bin") -> a staging path to write yourself
     # on exception: staging removed, the previous folder untouched
+    with stage_dirs([a, b], versioned=True) as (sa, sb): ...   # both folders as versions of one commit
+    resolve(final_dir) / snapshot([a, b])  # what a reader reads (the version a pointer names)
 
 Replacing a folder takes two renames (old -> trash, staging -> final). A crash between them leaves the final
 name absent and the previous contents under ``.trash-<name>-*``; :func:`recover_dir` (called by every
@@ -25,6 +28,17 @@ parent (``.journal-*.json``; the first copy published is the commit point), then
 journals and trash are removed. :func:`recover_journals` (run by :func:`recover_dir`, hence by every
 :func:`stage_dir` and :func:`clean_stale` there) rolls any journal it finds forward, so after a crash at any step
 and a recovery the folders are all old (no journal was published) or all new.
+
+Versioned folders (``versioned=True``; the drop's raw_pairs + rejected_pairs use them) are for folders read while
+they are replaced. A commit never touches the files a reader may be reading: the staging folder becomes an
+immutable version ``.v-<name>-<commit id>`` beside the final name, and the final name is a *pointer* to it (a
+symbolic link, swapped with one atomic rename; on an object store, one pointer object written with one PUT).
+Commit ids sort by time, and the folders of one multi-table commit share theirs. Readers resolve the pointer once
+(:func:`resolve`) and read the version's files, so they see the old version or the new one, never nothing, and a
+file they listed is never deleted under them: a version no pointer names is removed only after a grace period
+(:func:`collect_versions`, run by :func:`clean_stale`; ``VERSION_GRACE_S``). :func:`snapshot` resolves several
+folders together: when one pointer of a multi-table commit is already swapped and another not yet, the reader
+takes the newer commit's version of each (it exists before any pointer moves), so the tables agree.
 """
 
 from __future__ import annotations
@@ -49,16 +63,47 @@ TRASH_PREFIX = ".trash-"
 TMP_SUFFIX = ".tmp"
 JOURNAL_PREFIX = ".journal-"
 JOURNAL_SUFFIX = ".json"
+VERSION_PREFIX = ".v-"
+SCRATCH_GRACE_S = 6 * 3600.0  # scratch younger than this may belong to a run in flight: left alone
+VERSION_GRACE_S = 3600.0  # a version no pointer names is kept this long after its pointer moved (held readers)
 
 
 def _scratch(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
 
 
+def clean_scratch_of(path: str | os.PathLike, older_than_s: float = SCRATCH_GRACE_S) -> int:
+    """Remove the scratch that killed writers of ``path`` left beside it (``.staging-<name>-*``,
+    ``.trash-<name>-*`` once ``path`` exists, ``.<name>.*.tmp``), sparing what is younger than ``older_than_s``.
+    Every writer calls this for its own target, so no leftover outlives the next write of the same name."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    now, n, name = time.time(), 0, path.name
+    for p in list(path.parent.iterdir()):
+        folder = p.name.startswith(f"{STAGING_PREFIX}{name}-") or (
+            p.name.startswith(f"{TRASH_PREFIX}{name}-") and path.exists())
+        scratch_file = p.name.startswith(f".{name}.") and p.name.endswith(TMP_SUFFIX)
+        if not (folder or scratch_file):
+            continue
+        try:
+            if now - p.lstat().st_mtime < older_than_s:
+                continue
+        except FileNotFoundError:
+            continue
+        if folder and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def _publish_file(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
     """Run ``fill(scratch_path)`` then rename the scratch file onto ``path`` (atomic on one filesystem)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_scratch_of(path)
     tmp = _scratch(path)
     try:
         fill(tmp)
@@ -96,10 +141,13 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 class StagedDir:
     """A folder built under a hidden staging name and swapped in by :meth:`commit`."""
 
-    def __init__(self, final_dir: str | os.PathLike):
+    def __init__(self, final_dir: str | os.PathLike, versioned: bool = False, commit_id: str | None = None):
         self.final_dir = Path(final_dir)
+        self.versioned = versioned
+        self.commit_id = commit_id or new_commit_id()
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         recover_dir(self.final_dir)
+        clean_scratch_of(self.final_dir)
         self.staging = self.final_dir.parent / f"{STAGING_PREFIX}{self.final_dir.name}-{uuid.uuid4().hex[:12]}"
         self.staging.mkdir()
         self.names: list[str] = []
@@ -133,6 +181,9 @@ class StagedDir:
         """Swap the staging folder in place of the final one (the old one, if any, is removed after)."""
         if self._done:
             raise RuntimeError(f"{self.final_dir}: staged folder already committed or aborted")
+        if self.versioned:
+            self._done = True
+            return _publish_version(self.final_dir, self.staging, version_dir(self.final_dir, self.commit_id))
         trash = None
         if self.final_dir.exists():
             trash = _trash_for(self.final_dir)
@@ -159,9 +210,98 @@ class StagedDir:
             self.abort()
 
 
-def stage_dir(final_dir: str | os.PathLike) -> StagedDir:
-    """Context manager: build a folder in staging, publish it on success (see module doc)."""
-    return StagedDir(final_dir)
+def stage_dir(final_dir: str | os.PathLike, versioned: bool = False) -> StagedDir:
+    """Context manager: build a folder in staging, publish it on success (see module doc; ``versioned``: as an
+    immutable version behind a pointer)."""
+    return StagedDir(final_dir, versioned=versioned)
+
+
+def new_commit_id() -> str:
+    """A commit id that sorts by time (nanoseconds) and is unique (random suffix)."""
+    return f"{time.time_ns():020d}{uuid.uuid4().hex[:8]}"
+
+
+def version_dir(final_dir: str | os.PathLike, commit_id: str) -> Path:
+    """The immutable version folder of ``final_dir`` for ``commit_id``."""
+    final_dir = Path(final_dir)
+    return final_dir.parent / f"{VERSION_PREFIX}{final_dir.name}-{commit_id}"
+
+
+def _point(final_dir: Path, version: Path) -> None:
+    """Make ``final_dir`` a pointer (relative symbolic link) to ``version`` with one atomic rename. A real folder
+    left there by an unversioned commit first becomes a version itself (once; readers may miss it meanwhile)."""
+    if final_dir.is_dir() and not final_dir.is_symlink():
+        os.replace(final_dir, version_dir(final_dir, "0" * 20 + "legacy00"))
+    link = _scratch(final_dir)
+    os.symlink(version.name, link)
+    try:
+        os.replace(link, final_dir)
+    finally:
+        link.unlink(missing_ok=True)
+
+
+def _publish_version(final_dir: Path, staging: Path, version: Path) -> Path:
+    """Turn ``staging`` into ``version`` (if not done yet) and point ``final_dir`` at it (idempotent)."""
+    if staging.is_dir():
+        os.replace(staging, version)
+    if version.is_dir() and resolve(final_dir) != version:
+        _point(final_dir, version)
+    return final_dir
+
+
+def resolve(final_dir: str | os.PathLike) -> Path:
+    """The folder a reader should read for ``final_dir``: the version its pointer names, or ``final_dir`` itself
+    when it is a plain folder (unversioned) or absent."""
+    final_dir = Path(final_dir)
+    try:
+        target = os.readlink(final_dir)
+    except (FileNotFoundError, OSError):
+        return final_dir
+    return final_dir.parent / target
+
+
+def _commit_of(version: Path, final_dir: Path) -> str | None:
+    prefix = f"{VERSION_PREFIX}{final_dir.name}-"
+    return version.name[len(prefix):] if version.name.startswith(prefix) else None
+
+
+def snapshot(final_dirs: list[str | os.PathLike]) -> list[Path]:
+    """:func:`resolve` each folder, consistently: where one folder's pointer already names a newer commit whose
+    version the others also have (a multi-table commit whose pointers are being swapped), every folder takes that
+    commit's version."""
+    finals = [Path(f) for f in final_dirs]
+    resolved = [resolve(f) for f in finals]
+    commits = [c for f, r in zip(finals, resolved) if (c := _commit_of(r, f)) is not None]
+    if not commits:
+        return resolved
+    newest = max(commits)
+    out = []
+    for f, r in zip(finals, resolved):
+        v = version_dir(f, newest)
+        out.append(v if _commit_of(r, f) != newest and v.is_dir() else r)
+    return out
+
+
+def collect_versions(folder: str | os.PathLike, grace_s: float = VERSION_GRACE_S) -> int:
+    """Remove version folders in ``folder`` that no pointer names and whose pointer moved (or, without a
+    pointer, that were made) more than ``grace_s`` seconds ago. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    now, n = time.time(), 0
+    current = {resolve(p).name for p in folder.iterdir() if p.is_symlink()}
+    for v in sorted(folder.glob(f"{VERSION_PREFIX}*")):
+        if v.name in current or not v.is_dir():
+            continue
+        final = folder / v.name[len(VERSION_PREFIX):].rsplit("-", 1)[0]
+        try:
+            since = (final if final.is_symlink() else v).lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if now - since >= grace_s:
+            shutil.rmtree(v, ignore_errors=True)
+            n += 1
+    return n
 
 
 def _trash_for(final_dir: Path) -> Path:
@@ -171,8 +311,11 @@ def _trash_for(final_dir: Path) -> Path:
 class StagedDirs:
     """Several folders, each built in staging, swapped in by one journalled :meth:`commit` (see module doc)."""
 
-    def __init__(self, final_dirs: list[str | os.PathLike]):
-        self.dirs = [StagedDir(f) for f in final_dirs]  # each recovers its folder (and journals beside it)
+    def __init__(self, final_dirs: list[str | os.PathLike], versioned: bool = False):
+        cid = new_commit_id()
+        self.versioned = versioned
+        # each recovers its folder (and journals beside it); one commit id for all
+        self.dirs = [StagedDir(f, versioned=versioned, commit_id=cid) for f in final_dirs]
         self._done = False
         self._journaled = False
 
@@ -186,12 +329,14 @@ class StagedDirs:
         """Publish a journal beside every final folder (the first one is the commit point), then roll it forward."""
         if self._done:
             raise RuntimeError("staged folders already committed or aborted")
-        entries = [(d.final_dir, d.staging, _trash_for(d.final_dir)) for d in self.dirs]
+        entries = [(d.final_dir, d.staging, version_dir(d.final_dir, d.commit_id) if self.versioned
+                    else _trash_for(d.final_dir)) for d in self.dirs]
+        key = "version" if self.versioned else "trash"
         name = f"{JOURNAL_PREFIX}{uuid.uuid4().hex[:12]}{JOURNAL_SUFFIX}"
         journals = list(dict.fromkeys(d.final_dir.parent / name for d in self.dirs))
         for j in journals:
             rel = lambda p: os.path.relpath(p, j.parent)  # noqa: E731 - paths relative to this journal
-            write_json(j, {"entries": [{"final": rel(f), "staging": rel(s), "trash": rel(t)} for f, s, t in entries],
+            write_json(j, {"entries": [{"final": rel(f), "staging": rel(s), key: rel(t)} for f, s, t in entries],
                            "journals": [rel(o) for o in journals]})
             self._journaled = True
         for d in self.dirs:
@@ -219,9 +364,10 @@ class StagedDirs:
             self.abort()
 
 
-def stage_dirs(final_dirs: list[str | os.PathLike]) -> StagedDirs:
-    """Context manager: ``with stage_dirs([a, b]) as (sa, sb):`` builds both, publishes both or neither."""
-    return StagedDirs(final_dirs)
+def stage_dirs(final_dirs: list[str | os.PathLike], versioned: bool = False) -> StagedDirs:
+    """Context manager: ``with stage_dirs([a, b]) as (sa, sb):`` builds both, publishes both or neither
+    (``versioned``: as versions of one commit id behind pointers, see the module doc)."""
+    return StagedDirs(final_dirs, versioned=versioned)
 
 
 def _roll_forward(journal: Path) -> None:
@@ -232,15 +378,21 @@ def _roll_forward(journal: Path) -> None:
         return  # another recovery finished it
     base = journal.parent
     entries = [{k: base / v for k, v in e.items()} for e in doc["entries"]]
+    for e in entries:  # every version exists before any pointer moves (what snapshot() relies on)
+        if "version" in e and e["staging"].is_dir():
+            os.replace(e["staging"], e["version"])
     for e in entries:
-        if e["staging"].is_dir():
+        if "version" in e:
+            _publish_version(e["final"], e["staging"], e["version"])
+        elif e["staging"].is_dir():
             if e["final"].exists():
                 os.replace(e["final"], e["trash"] if not e["trash"].exists() else _trash_for(e["final"]))
             os.replace(e["staging"], e["final"])
     for j in doc["journals"]:
         (base / j).unlink(missing_ok=True)
     for e in entries:
-        shutil.rmtree(e["trash"], ignore_errors=True)
+        if "trash" in e:
+            shutil.rmtree(e["trash"], ignore_errors=True)
 
 
 def recover_journals(folder: str | os.PathLike) -> int:
@@ -285,9 +437,11 @@ def recover_folder(folder: str | os.PathLike) -> int:
     return sum(recover_dir(folder / n) for n in sorted(names))
 
 
-def clean_stale(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
+def clean_stale(folder: str | os.PathLike, older_than_s: float = 0.0, version_grace_s: float = VERSION_GRACE_S
+                ) -> int:
     """Remove leftovers of killed runs below ``folder``; first roll forward commit journals and restore any folder
-    a crashed swap left in trash.
+    a crashed swap left in trash; last, remove versions no pointer has named for ``version_grace_s``
+    (:func:`collect_versions`).
 
     ``older_than_s`` spares scratch younger than that (a run in flight may own it). Returns how many were removed.
     """
@@ -303,18 +457,19 @@ def clean_stale(folder: str | os.PathLike, older_than_s: float = 0.0) -> int:
             name = p.name[len(TRASH_PREFIX):].rsplit("-", 1)[0]
             recover_dir(p.parent / name)
         try:
-            young = now - p.stat().st_mtime < older_than_s
+            young = now - p.lstat().st_mtime < older_than_s
         except FileNotFoundError:
             continue
         if young:
             continue
-        if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) and p.is_dir():
+        if p.name.startswith((STAGING_PREFIX, TRASH_PREFIX)) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
             n += 1
-        elif p.name.endswith(TMP_SUFFIX) and p.is_file():
-            p.unlink(missing_ok=True)
+        elif p.name.endswith(TMP_SUFFIX) and (p.is_symlink() or p.is_file()):
+            p.unlink(missing_ok=True)  # a scratch file, or a pointer that was never swapped in
             n += 1
-    return n
+    parents = {v.parent for v in folder.rglob(f"{VERSION_PREFIX}*") if v.is_dir()}
+    return n + sum(collect_versions(d, version_grace_s) for d in sorted(parents))
 
 
 @contextlib.contextmanager
@@ -322,6 +477,7 @@ def publishing(path: str | os.PathLike) -> Iterator[Path]:
     """``with publishing(p) as tmp: <write tmp>`` publishes ``tmp`` at ``p`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_scratch_of(path)
     tmp = _scratch(path)
     try:
         yield tmp

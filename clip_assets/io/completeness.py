@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clip_assets.io.tables import fixed_list_to_numpy, read_partition
+from clip_assets.io.commit import resolve
+from clip_assets.io.tables import fixed_list_to_numpy, read_partition, read_partitions
 from clip_assets.io.warehouse import partition_dir
 
 SOURCE = "raw_pairs"
@@ -98,17 +99,17 @@ def require_complete(asset: str, drops: Iterable[str], consumer: str, home: Path
 
 def drop_counts(drop: str, home: Path | None = None) -> tuple[int, int, int]:
     """(raw_pairs rows, distinct raw_pairs uids, rejected_pairs rows) of ``drop`` as the warehouse holds them."""
-    raw = read_partition(SOURCE, drop, home, columns=["uid"])["uid"]
-    try:
-        rejected = read_partition("rejected_pairs", drop, home, columns=["reason"]).num_rows
+    try:  # both from one commit (read_partitions), so the three counts describe one state of the drop
+        raw_t, rej_t = read_partitions([SOURCE, "rejected_pairs"], drop, home, columns=["uid"])
     except FileNotFoundError:
-        rejected = 0
-    return len(raw), len(pc.unique(raw)), rejected
+        raw_t, rej_t = read_partition(SOURCE, drop, home, columns=["uid"]), None
+    raw = raw_t["uid"]
+    return len(raw), len(pc.unique(raw)), rej_t.num_rows if rej_t is not None else 0
 
 
 def partition_rows(asset: str, drop: str, home: Path | None = None) -> int:
     """Rows of one partition from its Parquet footers (no data read); 0 without files."""
-    files = sorted(partition_dir(asset, drop, home).glob("part-*.parquet"))
+    files = sorted(resolve(partition_dir(asset, drop, home)).glob("part-*.parquet"))
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 

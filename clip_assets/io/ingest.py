@@ -33,8 +33,9 @@ Rejection reasons (column ``reason``; ``detail`` says more):
 
 The uid of a kept row is the sample's own (DataComp) uid when its json or sidecar carries one, else its content
 uid (:mod:`clip_assets.io.uid`); ``content_uid`` is always the content hash. Beside the rows, the raw_pairs
-partition holds ``_drop.json``: the drop's content fingerprint (:func:`~clip_assets.io.drops.drop_fingerprint`)
-and counts, committed together with both tables.
+partition holds ``_drop.json``: the drop's content fingerprint (:func:`~clip_assets.io.drops.drop_fingerprint`),
+its cheap file signature, a unique ingest id and counts, committed together with both tables; :func:`relanded`
+compares the landing folder with it (the landing sensor and the catch-up schedule request a re-run on a change).
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
 
-from clip_assets.io.commit import StagedDir, clean_stale, stage_dirs
+from clip_assets.io.commit import SCRATCH_GRACE_S, StagedDir, clean_stale, stage_dirs
 from clip_assets.io.drops import (
-    Sample, ShardEnd, Sidecar, drop_fingerprint, drop_status, iter_shard, link_problem, parse_meta, read_sidecar,
+    Sample, ShardEnd, Sidecar, drop_fingerprint, drop_signature, drop_status, iter_shard, link_problem, parse_meta, read_sidecar,
     read_stats, tar_name, validate_drop_name,
 )
 from clip_assets.io.images import MAX_PIXELS, check_image
@@ -81,7 +83,7 @@ REJECTED_SCHEMA = pa.schema([
 ])
 
 DROP_FILE = "_drop.json"
-STALE_AFTER_S = 6 * 3600  # scratch younger than this may belong to a run in flight: left alone
+STALE_AFTER_S = SCRATCH_GRACE_S  # scratch younger than this may belong to a run in flight: left alone
 
 
 class RefusedDrop(ValueError):
@@ -172,6 +174,7 @@ def ingest_drop(
     if (why := link_problem(drop_dir)) is not None:
         raise RefusedDrop(why)
     drop = validate_drop_name(drop_dir.name)
+    signature = drop_signature(drop_dir)
     result = IngestResult(drop=drop, fingerprint=drop_fingerprint(drop_dir))
     t0 = time.perf_counter()
     finals = [partition_dir("raw_pairs", drop, home), partition_dir("rejected_pairs", drop, home)]
@@ -179,30 +182,59 @@ def ingest_drop(
         clean_stale(f.parent, older_than_s=STALE_AFTER_S)
     state = _DropState(drop, limits, result)
     shards = drop_status(drop_dir).shards
-    with stage_dirs(finals) as (kept_w, rej_w):
+    with stage_dirs(finals, versioned=True) as (kept_w, rej_w):
         for i, shard in enumerate(shards):
             counts = _ingest_shard(drop_dir, shard, state, kept_w, rej_w)
             result.shards.append(counts)
             if progress is not None:
                 progress(counts, i + 1, len(shards))
-        kept_w.write_json(DROP_FILE, {"drop": drop, "fingerprint": result.fingerprint, "shards": list(shards),
+        kept_w.write_json(DROP_FILE, {"drop": drop, "fingerprint": result.fingerprint, "signature": signature,
+                                      "ingest_id": uuid.uuid4().hex, "shards": list(shards),
                                       "seen": result.seen, "kept": result.kept, "rejected": result.rejected})
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def ingested_fingerprint(drop: str, home: Path | None = None) -> str | None:
-    """The fingerprint recorded when ``drop`` was last ingested, or None (never ingested, or before fingerprints)."""
+def ingest_record(drop: str, home: Path | None = None) -> dict | None:
+    """The ``_drop.json`` written when ``drop`` was last ingested (fingerprint, signature, ingest_id, counts), or
+    None (never ingested, or unreadable)."""
     path = partition_dir("raw_pairs", drop, home) / DROP_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
+
+
+def ingested_fingerprint(drop: str, home: Path | None = None) -> str | None:
+    """The fingerprint recorded when ``drop`` was last ingested, or None (never ingested, or before fingerprints)."""
+    return (ingest_record(drop, home) or {}).get("fingerprint")
 
 
 def drop_changed(drop_dir: Path, home: Path | None = None) -> bool:
     """True when the landing drop's content differs from what was ingested under its name (or is not recorded)."""
     return ingested_fingerprint(Path(drop_dir).name, home) != drop_fingerprint(drop_dir)
+
+
+@dataclass(frozen=True)
+class Reland:
+    """A drop ingested before whose landing folder now holds other content."""
+
+    drop: str
+    ingest_id: str  # of the ingest whose content is now out of date
+    fingerprint: str  # of the landing folder now
+
+
+def relanded(drop_dir: Path, home: Path | None = None) -> Reland | None:
+    """A :class:`Reland` when ``drop_dir`` was ingested before under its name and its content changed since; None
+    when it was never ingested (with a fingerprint) or is unchanged. The full fingerprint is computed only when
+    the cheap :func:`~clip_assets.io.drops.drop_signature` differs from the recorded one."""
+    drop_dir = Path(drop_dir)
+    rec = ingest_record(drop_dir.name, home)
+    if not rec or "fingerprint" not in rec or rec.get("signature") == drop_signature(drop_dir):
+        return None
+    fp = drop_fingerprint(drop_dir)
+    return None if fp == rec["fingerprint"] else Reland(drop_dir.name, str(rec.get("ingest_id", "")), fp)
 
 
 def _ingest_shard(drop_dir: Path, shard: str, st: _DropState, kept_w: StagedDir, rej_w: StagedDir) -> ShardCounts:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_assets.io.commit import recover_folder
+from clip_assets.io.commit import recover_folder, snapshot
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 
@@ -22,14 +22,26 @@ def drops_with(asset: str, home: Path | None = None) -> list[str]:
 
 
 def read_partition(asset: str, drop: str, home: Path | None = None, columns: list[str] | None = None) -> pa.Table:
-    """All rows of one drop's partition of ``asset`` (files in shard order)."""
-    d = partition_dir(asset, drop, home)
-    if not d.is_dir():
-        recover_folder(d.parent)  # a crashed swap: restore the partition instead of reporting it missing
-    files = sorted(d.glob("part-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{asset} has no Parquet files for drop {drop!r} in {d}: materialize it first")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    """All rows of one drop's partition of ``asset`` (files in shard order; a versioned partition is read in the
+    version its pointer names, so a concurrent commit never mixes into or breaks the read)."""
+    return read_partitions([asset], drop, home, columns)[0]
+
+
+def read_partitions(assets: list[str], drop: str, home: Path | None = None, columns: list[str] | None = None
+                    ) -> list[pa.Table]:
+    """One drop's partition of each of ``assets``, resolved together (:func:`clip_assets.io.commit.snapshot`):
+    tables committed together (raw_pairs and rejected_pairs) are read from the same commit."""
+    finals = [partition_dir(a, drop, home) for a in assets]
+    for d in finals:
+        if not d.is_dir():
+            recover_folder(d.parent)  # a crashed swap: restore the partition instead of reporting it missing
+    out = []
+    for asset, d in zip(assets, snapshot(finals)):
+        files = sorted(d.glob("part-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{asset} has no Parquet files for drop {drop!r} in {d}: materialize it first")
+        out.append(pa.concat_tables([pq.read_table(f, columns=columns) for f in files]))
+    return out
 
 
 def fixed_list_to_numpy(col: pa.ChunkedArray | pa.Array, dtype=np.float32) -> np.ndarray:

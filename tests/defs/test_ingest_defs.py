@@ -92,3 +92,82 @@ def test_per_drop_checks_name_their_drop(home):
     for e in evals:
         assert e.metadata["drop"].value == "d7", e.check_name
         assert e.description.startswith("drop d7"), (e.check_name, e.description)
+
+
+def test_ingest_asset_checks_catalog_and_sql_under_a_home_with_glob_characters(tmp_path, monkeypatch, capsys):
+    """Class 11: the ingest multi-asset, its checks, the catalog asset and `clip-assets sql` under a home whose
+    path holds every DuckDB glob character (the Dagster instance stays under a plain path)."""
+    from clip_assets.cli import main as cli_main
+
+    home = tmp_path / "env=prod" / "we[ir]d {x}*?" / "home"
+    monkeypatch.setenv("CLIP_ASSETS_HOME", str(home))
+    samples = [{"key": f"{i:09d}", "image": jpeg_bytes(i), "caption": f"c {i}"} for i in range(4)]
+    build_drop(home / "landing" / "d1", [samples + [{"key": "000000009", "image": None, "caption": "gone"}]])
+    resources = {"home": HomeResource(home=str(home))}
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions(drops_partitions.name, ["d1"])
+        res = dg.materialize([*ingest_domain.defs.assets, *ingest_domain.defs.asset_checks],
+                             selection=[dg.AssetKey("raw_pairs"), dg.AssetKey("rejected_pairs")], partition_key="d1",
+                             instance=inst, resources=resources)
+        assert res.success
+        cat = dg.materialize([*ingest_domain.defs.assets], selection=[dg.AssetKey("catalog")], instance=inst,
+                             resources=resources)
+        assert cat.success
+        evals = [*res.get_asset_check_evaluations(), *cat.get_asset_check_evaluations()]
+    assert {e.check_name: e.passed for e in evals} == {
+        "rows_balance": True, "uids_unique": True, "reasons_valid": True, "views_and_drops_balance": True}
+    catalog_eval = next(e for e in evals if e.check_name == "views_and_drops_balance")
+    assert catalog_eval.metadata["missing_views"].value == "none"
+    assert "drops" in catalog_eval.metadata["expected_views"].value
+    capsys.readouterr()
+    assert cli_main(["sql", "SELECT drop, seen, kept, rejected FROM drops", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.strip().splitlines() == ["drop,seen,kept,rejected", "d1,5,4,1"]
+
+
+def _samples(seeds, prefix):
+    return [{"key": f"{i:09d}", "image": jpeg_bytes(s), "caption": f"{prefix} {s}"} for i, s in enumerate(seeds)]
+
+
+def test_a_drop_relanded_with_other_contents_is_reprocessed_cleanly(home):
+    """Class 7: the landing sensor and the catch-up schedule request one run for a drop re-landed under the same
+    name with other contents; after it raw_pairs and embeddings hold only the new rows and embeddings_valid passes."""
+    from clip_assets.definitions import defs
+    from clip_assets.defs.ingest.schedules import catchup_schedule
+    from clip_assets.io.tables import read_partition
+    from clip_assets.models.card import write_card
+    from clip_assets.models.loading import ModelSpec, load_model
+
+    spec = ModelSpec(name="clip-assets-tiny", device="cpu", batch_size=64, workers=0)
+    lm = load_model(spec)  # random init: plumbing, not quality
+    write_card(spec.to_dict(), lm.model_id, lm.model_id_str, home=home)
+    drop_dir = home / "landing" / "d"
+    build_drop(drop_dir, [_samples(range(6), "old")])
+    resources = {"home": HomeResource(home=str(home))}
+    keys = [dg.AssetKey(k) for k in ("raw_pairs", "rejected_pairs", "embeddings")]
+    with dg.instance_for_test() as inst:
+        first = _sensor(inst, home)
+        assert [r.run_key for r in first.run_requests] == ["drop:d"]
+        _apply(inst, first)
+        assert dg.materialize(list(defs.assets), selection=keys, partition_key="d", instance=inst,
+                              resources=resources).success
+        assert isinstance(_sensor(inst, home), dg.SkipReason)  # unchanged: nothing to do
+
+        shutil.rmtree(drop_dir)
+        build_drop(drop_dir, [_samples(range(100, 104), "new"), _samples(range(104, 106), "new")])
+        res = _sensor(inst, home)
+        assert [(r.partition_key, r.tags.get("clip_assets/trigger")) for r in res.run_requests] == [("d", "reland")]
+        assert res.run_requests[0].run_key.startswith("reland:d:")
+        sched = catchup_schedule(dg.build_schedule_context(instance=inst, resources=resources,
+                                                           repository_def=defs.get_repository_def()))
+        assert [r.run_key for r in sched] == [res.run_requests[0].run_key]  # the same run, never two
+
+        again = dg.materialize(list(defs.assets), selection=keys, partition_key="d", instance=inst,
+                               resources=resources)
+        assert again.success
+        checks = {c.check_name: c.passed for c in again.get_asset_check_evaluations()}
+        assert checks["embeddings_valid"] and checks["rows_balance"]
+        assert isinstance(_sensor(inst, home), dg.SkipReason)
+    raw = read_partition("raw_pairs", "d", home)
+    assert sorted(raw["caption"].to_pylist()) == sorted(f"new {s}" for s in range(100, 106))
+    emb = read_partition("embeddings", "d", home, columns=["uid"])
+    assert sorted(emb["uid"].to_pylist()) == sorted(raw["uid"].to_pylist())

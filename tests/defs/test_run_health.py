@@ -13,7 +13,8 @@ import dagster as dg
 import pytest
 
 from clip_assets.definitions import defs
-from clip_assets.defs.ingest.schedules import GIVE_UP_AFTER, _gave_up, _in_flight_drops
+from clip_assets.defs.ingest.schedules import GIVE_UP_AFTER, _gave_up
+from clip_assets.defs.ingest.sensors import in_flight_drops
 from clip_assets.defs.ops.run_health import (
     FAILURE_TAG,
     HOST_TAG,
@@ -63,7 +64,7 @@ def test_dead_run_is_failed_and_catchup_retries_its_drop(instance):
     alive = _add_run(instance, "busy", os.getpid())
     elsewhere = _add_run(instance, "remote", _dead_pid(), host="some-other-host")
     dead = _add_run(instance, "killed", _dead_pid())
-    assert _in_flight_drops(instance) == {"busy", "remote", "killed"}
+    assert in_flight_drops(instance) == {"busy", "remote", "killed"}
     assert [r.run_id for r, _ in dead_runs(instance)] == [dead]
 
     with dg.build_sensor_context(instance=instance) as ctx:
@@ -73,7 +74,7 @@ def test_dead_run_is_failed_and_catchup_retries_its_drop(instance):
     assert run.status == dg.DagsterRunStatus.FAILURE and run.tags[FAILURE_TAG] == PROCESS_GONE
     assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED
     assert instance.get_run_by_id(elsewhere).status == dg.DagsterRunStatus.STARTED
-    assert _in_flight_drops(instance) == {"busy", "remote"}  # so the catch-up schedule requests "killed" again
+    assert in_flight_drops(instance) == {"busy", "remote"}  # so the catch-up schedule requests "killed" again
     assert fail_dead_runs(instance) == []  # idempotent
 
 

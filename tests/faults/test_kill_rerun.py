@@ -77,7 +77,7 @@ def test_sigterm_ends_a_materialize_run_and_frees_its_slots(tmp_path, dagster_ho
     write_drops(home / "landing", drops=1, pairs=1500, seed=5, shard_size=500)
     env = {**os.environ, "CLIP_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
     proc = subprocess.Popen([sys.executable, "-m", "clip_assets.cli", "materialize", "--drop", DROP,
-                             "--select", SELECT], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--select", SELECT], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_for(lambda: _staging_started(home), 90, interval_s=0.01), "ingest never started writing"
         proc.terminate()
@@ -88,7 +88,7 @@ def test_sigterm_ends_a_materialize_run_and_frees_its_slots(tmp_path, dagster_ho
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     instance = dg.DagsterInstance.get()
     (run,) = instance.get_runs()
-    assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+    assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE), proc.stdout.read()
     assert instance.event_log_storage.get_concurrency_run_ids() <= {run.run_id}
     fail_dead_runs(instance)  # frees what an ended run still holds, at once
     assert instance.event_log_storage.get_concurrency_run_ids() == set()

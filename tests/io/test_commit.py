@@ -167,3 +167,101 @@ def test_readers_restore_a_partition_a_crashed_swap_left_in_trash(tmp_path, monk
         if read_first is drops_with:
             assert drops_with("raw_pairs", home) == ["d"]  # not skipped
         assert read_partition("raw_pairs", "d", home)["uid"].to_pylist() == ["a"]  # read whole: the old state
+
+
+VERSIONED_RENAMES = 6  # two journal copies, then staging -> version for both folders, then both pointer swaps
+
+
+def _versioned(a: Path, b: Path, text: str) -> None:
+    with stage_dirs([a, b], versioned=True) as (sa, sb):
+        sa.write_bytes("part-00000.parquet", text.encode())
+        sb.write_bytes("part-00000.parquet", text.encode())
+
+
+def _read_together(a: Path, b: Path) -> tuple:
+    return tuple((d / "part-00000.parquet").read_text() for d in commit.snapshot([a, b]))
+
+
+@pytest.mark.parametrize("at", range(VERSIONED_RENAMES))
+def test_a_versioned_two_folder_commit_reads_all_old_or_all_new_even_before_recovery(tmp_path, monkeypatch, at):
+    a, b = tmp_path / "raw_pairs" / "drop=d", tmp_path / "rejected_pairs" / "drop=d"
+    _versioned(a, b, "old")
+    held = [d / "part-00000.parquet" for d in commit.snapshot([a, b])]  # what a reader listed before
+    _crash_on_replace(monkeypatch, at)
+    with pytest.raises(Crash):
+        _versioned(a, b, "new")
+    monkeypatch.undo()
+    # a reader needs no recovery: one pointer swapped and the other not yet still reads one commit
+    assert _read_together(a, b) == (("new", "new") if at == VERSIONED_RENAMES - 1 else ("old", "old")), at
+    assert [p.read_text() for p in held] == ["old", "old"]  # files a reader listed are never replaced
+    for folder in (a.parent, b.parent):
+        recover_journals(folder)
+    assert _read_together(a, b) == (("old", "old") if at == 0 else ("new", "new")), at
+    assert (a / "part-00000.parquet").read_text() == ("old" if at == 0 else "new")  # the plain path follows
+    clean_stale(tmp_path, version_grace_s=0)  # scratch and versions no pointer names are removed
+    for d in (a, b):
+        assert sorted(p.name for p in d.parent.iterdir()) == sorted([d.name, commit.resolve(d).name])
+
+
+def test_versions_are_kept_through_the_grace_period_and_collected_after(tmp_path):
+    final = tmp_path / "asset" / "drop=a"
+    for text in ("v1", "v2", "v3"):
+        with stage_dir(final, versioned=True) as st:
+            st.write_bytes("part-00000.parquet", text.encode())
+    versions = sorted(p for p in final.parent.iterdir() if p.name.startswith(commit.VERSION_PREFIX))
+    assert [(v / "part-00000.parquet").read_text() for v in versions] == ["v1", "v2", "v3"]
+    assert commit.resolve(final) == versions[-1] and final.is_symlink()
+    assert clean_stale(final.parent) == 0  # within the grace: a held reader may still read v1 and v2
+    past = time.time() - commit.VERSION_GRACE_S - 1
+    os.utime(final, (past, past), follow_symlinks=False)  # the pointer moved longer ago than the grace
+    assert commit.collect_versions(final.parent) == 2
+    assert sorted(p.name for p in final.parent.iterdir()) == sorted([final.name, versions[-1].name])
+    assert (final / "part-00000.parquet").read_text() == "v3"
+
+
+def test_a_versioned_commit_over_a_plain_folder_keeps_it_as_a_version(tmp_path):
+    final = tmp_path / "asset" / "drop=a"
+    _fill(final, "plain")
+    with stage_dir(final, versioned=True) as st:
+        st.write_bytes("part-00000.parquet", b"new")
+    assert final.is_symlink() and _content(final) == "new"
+    old = [p for p in final.parent.iterdir() if p.name.startswith(commit.VERSION_PREFIX) and p != commit.resolve(final)]
+    assert [_content(p) for p in old] == ["plain"]
+
+
+def _plant(folder: Path, name: str, age_s: float) -> list[Path]:
+    """Scratch a killed writer of ``name`` leaves: a staging folder, a trash folder, a scratch file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f".staging-{name}-{age_s:.0f}", folder / f".trash-{name}-{age_s:.0f}",
+             folder / f".{name}.{age_s:.0f}.tmp"]
+    paths[0].mkdir(), paths[1].mkdir(), paths[2].write_bytes(b"half")
+    when = time.time() - age_s
+    for p in paths:
+        os.utime(p, (when, when))
+    return paths
+
+
+WRITERS = {
+    "write_table": lambda p: commit.write_table(p, __import__("pyarrow").table({"x": [1]})),
+    "write_bytes": lambda p: commit.write_bytes(p, b"x"),
+    "publishing": lambda p: commit.publishing(p).__enter__(),
+    "stage_dir": lambda p: stage_dir(p).commit(),
+    "stage_dir_versioned": lambda p: stage_dir(p, versioned=True).commit(),
+    "stage_dirs": lambda p: stage_dirs([p]).commit(),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_every_writer_removes_old_scratch_of_its_target_and_spares_young_and_others(tmp_path, writer):
+    folder, name = tmp_path / "asset", "drop=a"
+    target = folder / name
+    if writer.startswith("stage"):
+        _fill(target, "old")  # an existing target, so old trash is not the folder's only copy
+    else:
+        commit.write_bytes(target, b"old")
+    old = _plant(folder, name, commit.SCRATCH_GRACE_S + 60)
+    young = _plant(folder, name, 10)
+    other = _plant(folder, "drop=b", commit.SCRATCH_GRACE_S + 60)
+    WRITERS[writer](target)
+    assert [p.exists() for p in old] == [False, False, False]
+    assert all(p.exists() for p in young + other)

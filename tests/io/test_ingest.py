@@ -7,6 +7,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
+from clip_assets.io.commit import VERSION_PREFIX, resolve
 from clip_assets.io.drops import BadDropName, drop_status, validate_drop_name
 from clip_assets.io.ingest import ingest_drop
 from clip_assets.io.warehouse import partition_dir
@@ -104,8 +105,12 @@ def test_rematerializing_replaces_rows_and_a_crash_leaves_old_state(home, monkey
         ing.ingest_drop(drop, home=home)
     after = pq.read_table(partition_dir("raw_pairs", "d2", home)).sort_by("uid")
     assert after.equals(first)
-    leftovers = [p for p in (home / "warehouse" / "raw_pairs").iterdir() if p.name.startswith(".")]
+    # no scratch left; hidden entries are versions only: the current one, and those retired within the grace
+    leftovers = [p for p in (home / "warehouse" / "raw_pairs").iterdir()
+                 if p.name.startswith(".") and not p.name.startswith(VERSION_PREFIX)]
     assert leftovers == []
+    versions = sorted(p for p in (home / "warehouse" / "raw_pairs").iterdir() if p.name.startswith(VERSION_PREFIX))
+    assert resolve(partition_dir("raw_pairs", "d2", home)) == versions[-1] and len(versions) == 2
 
 
 def test_drop_names_are_validated():

@@ -229,7 +229,9 @@ def test_killed_runs_scratch_is_cleaned_when_ingest_starts_and_young_scratch_is_
     for p in stale:
         os.utime(p, (past, past))
     ingest_drop(drop, home=home)
-    assert sorted(p.name for p in root.iterdir()) == sorted(["drop=d", "drop=y", young.name])
+    names = sorted(p.name for p in root.iterdir())
+    version = commit.resolve(root / "drop=d").name  # the new partition's version (the pointer drop=d names it)
+    assert names == sorted(["drop=d", "drop=y", young.name, version]) and version.startswith(".v-drop=d-")
 
 
 # ------------------------------------------------------------------------------------------------ class 5

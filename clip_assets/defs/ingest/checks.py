@@ -11,19 +11,15 @@
   counts the latest ``raw_pairs`` materialization of that drop recorded (rows_seen / rows_kept / rows_rejected).
 """
 
-import re
-
 import dagster as dg
 import pyarrow.compute as pc
 
-from clip_assets.config import warehouse_dir
 from clip_assets.defs.keys import CATALOG, RAW_PAIRS as RAW, REJECTED_PAIRS as REJECTED
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io import catalog as catalog_io
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.ingest import REJECT_REASONS as KNOWN_REJECT_REASONS
-from clip_assets.io.tables import read_partition
-from clip_assets.io.warehouse import asset_dir
+from clip_assets.io.tables import drops_with, read_partition
 
 PARTITION_TAG = "dagster/partition"
 
@@ -49,18 +45,6 @@ def _reason_counts(drop: str, home: HomeResource) -> dict[str, int]:
     return {v["values"].as_py(): int(v["counts"].as_py()) for v in pc.value_counts(named)}
 
 
-def expected_views(home) -> list[str]:
-    """Views that ``catalog.refresh_views`` creates for this warehouse: sql/views files whose tables exist."""
-    wh = warehouse_dir(home)
-    out = []
-    for f in sorted((catalog_io.sql_dir() / "views").glob("*.sql")):
-        m = re.search(r"^--\s*requires:\s*(.+)$", f.read_text(), flags=re.M)
-        required = m.group(1).split() if m else []
-        if all(any((wh / a).glob("drop=*/*.parquet")) or any((wh / a).glob("*.parquet")) for a in required):
-            out.append(f.stem.split("_", 1)[1])
-    return out
-
-
 @dg.asset_check(
     asset=REJECTED,
     name="reasons_valid",
@@ -75,7 +59,7 @@ def rejected_reasons_valid(context: dg.AssetCheckExecutionContext, home: HomeRes
     if drop is not None:
         drops = [validate_drop_name(drop)]
     else:
-        drops = sorted(p.name.split("=", 1)[1] for p in asset_dir("rejected_pairs", home.path()).glob("drop=*"))
+        drops = drops_with("rejected_pairs", home.path())
     reasons: dict[str, int] = {}
     count_errors = []
     for d in drops:
@@ -108,7 +92,7 @@ def rejected_reasons_valid(context: dg.AssetCheckExecutionContext, home: HomeRes
 
 def catalog_balance(instance: dg.DagsterInstance, home: HomeResource) -> dg.AssetCheckResult:
     """The catalog's check, evaluated by the catalog asset after each rebuild (see the module docstring)."""
-    expected = expected_views(home.path())
+    expected = catalog_io.expected_views(home.path())
     with catalog_io.connect(home.path(), read_only=True) as con:
         present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
         drops = (con.execute("SELECT drop, seen, kept, rejected FROM drops ORDER BY drop").fetchall()

@@ -12,7 +12,9 @@ everything else, once an hour:
    ``context.repository_def.asset_graph``, which the schedule daemon passes to every tick in Dagster 1.13 -- so
    assets other domains add to the job later are covered without a change here; per-drop assets outside the job,
    such as scores that follow by automation, are the automation sensor's business, not this schedule's);
-3. it requests one ``process_drop`` run for exactly the drops missing at least one of them
+3. a known drop re-landed with other contents (:func:`~clip_assets.defs.ingest.sensors.relanded_drops`) gets one
+   ``process_drop`` run (the run key the landing sensor would use, so the two never both launch it);
+4. it requests one ``process_drop`` run for exactly the drops missing at least one of them
    (:func:`missing_partitions`), minus drops that already have a run queued or in progress and drops whose last
    ``GIVE_UP_AFTER`` runs all failed (those need a person; materializing the drop from the UI resets it). A run
    whose process died is marked failed by the run-health sensor (clip_assets/defs/ops/run_health.py), which
@@ -35,7 +37,9 @@ from collections.abc import Iterable, Mapping
 
 import dagster as dg
 
-from clip_assets.defs.ingest.sensors import plan_landing, process_drop_job
+from clip_assets.defs.ingest.sensors import (
+    PARTITION_TAG, in_flight_drops, plan_landing, process_drop_job, reland_request, relanded_drops,
+)
 from clip_assets.defs.ops.run_health import FAILURE_TAG, PROCESS_GONE
 from clip_assets.defs.partitions import drops_partitions
 from clip_assets.defs.resources import HomeResource
@@ -45,15 +49,6 @@ CATCHUP_CRON = "0 * * * *"  # hourly, on the hour (UTC)
 CATCHUP_DEFAULT_STATUS = dg.DefaultScheduleStatus.RUNNING
 GIVE_UP_AFTER = 3  # consecutive failed runs of a drop (run_retries makes 1 + max_retries of them per attempt)
 PER_DROP = dg.AssetSelection.tag("grain", "drop")
-PARTITION_TAG = "dagster/partition"
-
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def missing_partitions(known_drops: Iterable[str], materialized_by_asset: Mapping[object, Iterable[str]]) -> list[str]:
@@ -92,11 +87,6 @@ def per_drop_asset_keys(asset_graph) -> list[dg.AssetKey]:
 def run_key_for(drop: str, missing_assets: Iterable[dg.AssetKey]) -> str:
     digest = hashlib.sha256(",".join(sorted(k.to_user_string() for k in missing_assets)).encode()).hexdigest()
     return f"catchup:{drop}:{digest[:12]}"
-
-
-def _in_flight_drops(instance: dg.DagsterInstance) -> set[str]:
-    runs = instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT))
-    return {r.tags[PARTITION_TAG] for r in runs if PARTITION_TAG in r.tags}
 
 
 def _gave_up(instance: dg.DagsterInstance, drop: str) -> bool:
@@ -139,8 +129,14 @@ def catchup_schedule(context: dg.ScheduleEvaluationContext, home: HomeResource):
     keys = per_drop_asset_keys(context.repository_def.asset_graph)
     materialized = {k: instance.get_materialized_partitions(k) for k in keys}
     missing = missing_partitions(candidates, materialized)
-    in_flight = _in_flight_drops(instance) if missing else set()
+    relands = {r.drop: r for r in relanded_drops(landing, set(known), home.path())}
+    in_flight = in_flight_drops(instance) if missing or relands else set()
     requests, waiting, given_up = [], [], []
+    for drop, r in relands.items():
+        if drop in in_flight:
+            waiting.append(drop)
+        elif drop not in missing:
+            requests.append(reland_request(r))
     for drop in missing:
         if drop in in_flight:
             waiting.append(drop)

@@ -1,4 +1,6 @@
-"""The landing sensor: each complete drop becomes a ``drops`` partition and gets a run of the per-drop chain."""
+"""The landing sensor: each complete drop becomes a ``drops`` partition and gets a run of the per-drop chain; a
+known drop re-landed with other contents under the same name gets a run too (its ingest replaces the old rows,
+embeddings re-embed the shards whose uids changed and drop the stale ones, downstream follows by automation)."""
 
 
 import json
@@ -8,6 +10,17 @@ import dagster as dg
 from clip_assets.defs.partitions import drops_partitions
 from clip_assets.defs.resources import HomeResource
 from clip_assets.io.drops import scan_landing
+from clip_assets.io.ingest import Reland, relanded
+
+PARTITION_TAG = "dagster/partition"
+TRIGGER_TAG = "clip_assets/trigger"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 process_drop_job = dg.define_asset_job(
     "process_drop",
@@ -35,6 +48,30 @@ def plan_landing(landing, known: set[str]) -> tuple[list[str], list[str], list[s
     return new, incomplete, bad
 
 
+def relanded_drops(landing, known: set[str], home) -> list[Reland]:
+    """Known, complete drops of the landing folder whose content differs from what was ingested under their name
+    (:func:`clip_assets.io.ingest.relanded`), sorted by name."""
+    out = []
+    for st in scan_landing(landing):
+        if st.name_error is None and st.name in known and st.complete:
+            if (r := relanded(st.path, home)) is not None:
+                out.append(r)
+    return out
+
+
+def reland_request(r: Reland) -> dg.RunRequest:
+    """One run for a re-landed drop; the key names the outdated ingest and the new content, so each change is
+    requested once and a later change again."""
+    return dg.RunRequest(run_key=f"reland:{r.drop}:{r.ingest_id[:12]}:{r.fingerprint[:12]}", partition_key=r.drop,
+                         tags={TRIGGER_TAG: "reland"})
+
+
+def in_flight_drops(instance: dg.DagsterInstance) -> set[str]:
+    """Drops with a run queued or in progress."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT))
+    return {r.tags[PARTITION_TAG] for r in runs if PARTITION_TAG in r.tags}
+
+
 @dg.sensor(
     job=process_drop_job,
     minimum_interval_seconds=30,
@@ -42,8 +79,9 @@ def plan_landing(landing, known: set[str]) -> tuple[list[str], list[str], list[s
     description=(
         "Watches `<home>/landing/`. A drop folder is complete when every NNNNN.tar has its NNNNN_stats.json "
         "(or _SUCCESS exists). Each new complete drop is added as a partition of 'drops' and one process_drop "
-        "run is requested for it. Incomplete drops are left alone until they complete; known drops are never "
-        "re-added; folders with unsafe names are reported and skipped."
+        "run is requested for it. A known drop re-landed with other contents (its fingerprint differs from the "
+        "one its ingest recorded) gets one process_drop run, which replaces its rows. Incomplete drops are left "
+        "alone until they complete; folders with unsafe names are reported and skipped."
     ),
 )
 def landing_sensor(context: dg.SensorEvaluationContext, home: HomeResource):
@@ -51,13 +89,18 @@ def landing_sensor(context: dg.SensorEvaluationContext, home: HomeResource):
     new, incomplete, bad = plan_landing(home.landing(), known)
     if bad:
         context.log.warning(f"skipping landing folders with unsafe names: {bad}")
-    if not new:
+    busy = in_flight_drops(context.instance)
+    changed = [r for r in relanded_drops(home.landing(), known, home.path()) if r.drop not in busy]
+    if changed:
+        context.log.info(f"re-landed with other contents, reprocessing: {[r.drop for r in changed]}")
+    if not new and not changed:
         return dg.SkipReason(
-            f"no new complete drop in {home.landing()} ({len(known)} known, {len(incomplete)} incomplete"
-            + (f", {len(bad)} bad names" if bad else "") + ")"
+            f"no new or re-landed complete drop in {home.landing()} ({len(known)} known, {len(incomplete)} "
+            "incomplete" + (f", {len(bad)} bad names" if bad else "") + ")"
         )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"drop:{d}", partition_key=d) for d in new],
-        dynamic_partitions_requests=[drops_partitions.build_add_request(new)],
-        cursor=json.dumps({"last_added": new[-1], "incomplete": incomplete}),
+        run_requests=[dg.RunRequest(run_key=f"drop:{d}", partition_key=d) for d in new]
+        + [reland_request(r) for r in changed],
+        dynamic_partitions_requests=[drops_partitions.build_add_request(new)] if new else [],
+        cursor=json.dumps({"last_added": new[-1] if new else None, "incomplete": incomplete}),
     )
