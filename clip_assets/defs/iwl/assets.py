@@ -31,6 +31,8 @@ DEFAULT_PROMPT = "a photo of something red"
 #: the budget limits what the model learns. Measured on 2 synthetic drops x 2000 pairs (README, "IWL"): red-domain
 #: macro F1 0.41 -> 0.52 (+0.10 +- 0.15, 3 seeds; +0.10 +- 0.16 over 10), accuracy +0.09 (3) / +0.13 (10), and
 #: -0.07..-0.09 macro F1 on the whole world. At 450 steps (lr 2e-3) the baseline mostly catches up (+0.06 +- 0.07).
+#: Seeds of the demo's IWL pair (5: the paired 95% t interval needs several; ~5 x the one-seed cost).
+DEMO_SEEDS = [0, 1, 2, 3, 4]
 DEMO_TRAIN = dict(model="clip-assets-tiny", steps=200, batch_size=128, lr=5e-3, warmup_steps=20, eval_images=64)
 
 
