@@ -115,10 +115,11 @@ class IwlTrainingConfig(dg.Config):
 
     prompt: which stored prompt's weights ("" = the first configured prompt of importance_weights).
     drops: training drops ([] = every drop with raw_pairs and importance_weights).
-    seeds: one pair of models per seed (the demo: [0]; the report: [0, 1, 2]).
+    seeds: one pair of models per seed (the demo and the report: [0, 1, 2, 3, 4]).
     normalise: "mean" divides the pool's weights by their mean once (a choice of b'; loss magnitude comparable to
         the baseline's), "none" uses exp(a' <u, v> + b') as stored. Never per batch.
     model/steps/batch_size/lr/warmup_steps/max_pairs/threads: the small training budget (clip_assets.models.train).
+    device/precision: where to train ("cpu", "auto", "cuda[:i]") and the CUDA autocast dtype ("bf16" on a GPU).
     """
 
     prompt: str = ""
@@ -132,6 +133,8 @@ class IwlTrainingConfig(dg.Config):
     warmup_steps: int = Field(DEMO_TRAIN["warmup_steps"], ge=0)
     max_pairs: int = Field(0, ge=0)  # 0 = all
     threads: int = Field(1, ge=0)  # torch CPU threads while training (1 avoids OpenMP spin contention; 0 = default)
+    device: str = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
     @field_validator("seeds")
     @classmethod
@@ -144,7 +147,8 @@ class IwlTrainingConfig(dg.Config):
         return TrainConfig(
             model=self.model, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
             warmup_steps=self.warmup_steps, seed=seed, max_pairs=self.max_pairs or None,
-            threads=self.threads or None, eval_images=DEMO_TRAIN["eval_images"],
+            threads=self.threads or None, eval_images=DEMO_TRAIN["eval_images"], device=self.device,
+            precision=self.precision,
         )
 
 
@@ -256,7 +260,7 @@ class IwlEvalConfig(dg.Config):
         "domain's labelled set (default: the synthetic world's red images; any labelled Parquet or ImageFolder by "
         "config): accuracy and macro F1 per seed, mean ± std over seeds, per-class F1 and a bar plot. For the "
         "synthetic set it also reports the whole-world numbers (what the focus costs elsewhere). Writes "
-        "`<home>/models/iwl/eval.json` and `eval.md`. Three seeds: `python -m clip_assets.defs.iwl.report`. "
+        "`<home>/models/iwl/eval.json` and `eval.md`. Five seeds with paired 95% intervals: `clip-assets iwl-report`. "
         "Grain: global."
     ),
     group_name="iwl",
