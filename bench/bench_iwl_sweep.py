@@ -1,7 +1,7 @@
 """Where Importance Weight Learning helps: a sweep of a', target prevalence in the pool, training steps, pool size.
 
     python bench/bench_iwl_sweep.py --home H --weights-only                 # free: ESS and weight mass, every a'
-    python bench/bench_iwl_sweep.py --home H --factor prevalence --values 0.38 0.1 --seeds 0 1 2
+    python bench/bench_iwl_sweep.py --home H --factor prevalence --values 0.2 0.1 --seeds 0 1 2
     python bench/bench_iwl_sweep.py --home H --factor a_prime --values 10 30 --seeds 0 1 2
     python bench/bench_iwl_sweep.py --home H --factor steps --values 100 400
     python bench/bench_iwl_sweep.py --home H --factor pool --values 1000 4000
