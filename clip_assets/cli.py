@@ -368,8 +368,10 @@ def cmd_demo(args) -> int:
     else:
         print(f"synthetic drops already in {landing}: {len(existing)}")
     failed = None
+    from clip_assets.defs.iwl.assets import DEMO_SEEDS  # Dagster definitions: only for commands that run assets
+    iwl_config = {"ops": {"iwl_models": {"config": {"seeds": DEMO_SEEDS}}}}  # a multi-seed IWL result
     try:
-        timings = materialize(None, None, all_drops=True, verbose=args.verbose)
+        timings = materialize(None, None, all_drops=True, run_config=iwl_config, verbose=args.verbose)
     except MaterializeError as e:
         failed, timings = e, e.timings
     views = set(catalog.refresh_views())
@@ -382,7 +384,8 @@ def cmd_demo(args) -> int:
             _print_table(catalog.query(catalog.load_sql(query)))
     iwl = config.models_dir() / "iwl" / "eval.md"
     if iwl.is_file():
-        print("\nImportance Weight Learning (target domain, zero-shot)")
+        print(f"\nImportance Weight Learning (target domain, zero-shot; {len(DEMO_SEEDS)} seeds x 2 models, "
+              "IWL - baseline paired by seed)")
         print(iwl.read_text())
     print()
     for k, v in timings.items():
@@ -423,13 +426,6 @@ def iwl_run_config(args) -> dict:
     }}
 
 
-def _per_seed_lines(result: dict) -> str:
-    return "\n".join(
-        f"seed {r['seed']}: target macro F1 baseline {r['target_macro_f1_baseline']:.3f} -> IWL "
-        f"{r['target_macro_f1_iwl']:.3f}; accuracy {r['target_accuracy_baseline']:.3f} -> "
-        f"{r['target_accuracy_iwl']:.3f}" for r in result["per_seed"])
-
-
 def cmd_iwl_report(args) -> int:
     from clip_assets.defs.iwl.assets import report_markdown  # see _run
     from clip_assets.io.tables import drops_with
@@ -450,11 +446,15 @@ def cmd_iwl_report(args) -> int:
         print(f"clip-assets iwl-report: {e}", file=sys.stderr)
         return 1
     result = json.loads((iwl_root(home) / "eval.json").read_text())  # what iwl_eval just wrote
-    text = (f"{report_markdown(result)}\n\n{_per_seed_lines(result)}\n\n{args.steps} steps x {args.batch_size} "
-            f"pairs per model, seeds {args.seeds}; wall time {time.perf_counter() - t0:.0f}s\n")
+    wall = time.perf_counter() - t0
+    text = (f"{report_markdown(result)}\n\n{args.steps} steps x {args.batch_size} pairs per model, seeds "
+            f"{args.seeds}; wall time {wall:.0f}s\n")
     out = write_text(iwl_root(home) / "report.md", text)
+    write_text(iwl_root(home) / "report.json", json.dumps(
+        {**result, "budget": {"seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size},
+         "wall_seconds": wall}, indent=2, default=str))
     print(text)
-    print(f"written to {out}")
+    print(f"written to {out} and report.json beside it")
     return 0
 
 
@@ -526,9 +526,12 @@ def _add_query_commands(sub) -> None:
                        description="Against the current data home and Dagster instance: materializes "
                                    "importance_weights for every drop that has embeddings, then iwl_model + "
                                    "baseline_model for the given seeds and iwl_eval, prints the comparison (mean "
-                                   "and sample std over seeds, per seed below) and writes it to "
-                                   "<home>/models/iwl/report.md. The chain up to embeddings must exist first.")
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+                                   "and sample std over seeds, IWL - baseline paired by seed with its 95% t "
+                                   "interval, one row per seed) and writes it to <home>/models/iwl/report.md and "
+                                   "report.json. The chain up to embeddings must exist first. About a minute of "
+                                   "CPU per seed at the default budget; on the synthetic demo a gain of ~+0.12 "
+                                   "macro F1 needs ~8 seeds for its interval to clear 0 (README).")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     r.add_argument("--steps", type=int, default=200, help="training steps per model (the demo's budget)")
     r.add_argument("--batch-size", type=int, default=128)
     r.add_argument("--prompt", default="", help="stored prompt to train with (default: the first configured)")

@@ -1,6 +1,7 @@
 """Zero-shot evaluation of every seed's iwl_model vs baseline_model, its Markdown report and bar plot.
 
-Mean and sample std (ddof=1) over seeds; deltas are IWL - baseline per seed, then averaged.
+Mean and sample std (ddof=1) over seeds; deltas are IWL - baseline paired by seed, summarised by
+:func:`clip_assets.core.stats.paired_difference` (mean, std and a 95% Student-t interval over seeds).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global backend state
 
+from clip_assets.core.stats import paired_difference
 from clip_assets.io.commit import write_text
 from clip_assets.models import iwl_train as iw
 
@@ -70,9 +72,18 @@ def _summary(manifest: dict, target, sets: dict, per_seed: list[dict]) -> dict:
                 key = f"{set_name}_{metric}_{kind}"
                 summary[key], summary[f"{key}_std"] = iw.mean_std([r[key] for r in per_seed])
             key = f"{set_name}_delta_{metric}"
-            summary[key], summary[f"{key}_std"] = iw.mean_std(
-                [r[f"{set_name}_{metric}_iwl"] - r[f"{set_name}_{metric}_baseline"] for r in per_seed])
+            d = paired_difference([r[f"{set_name}_{metric}_iwl"] for r in per_seed],
+                                  [r[f"{set_name}_{metric}_baseline"] for r in per_seed])
+            summary[key], summary[f"{key}_std"] = d.mean, d.std if d.n > 1 else 0.0
+            one = d.n < 2  # no interval from one seed (None, not NaN, in the JSON and the metadata)
+            summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = (None, None) if one else (d.ci_low, d.ci_high)
     return summary
+
+
+def _with_deltas(per_seed: list[dict], sets: Sequence[str]) -> list[dict]:
+    """Each seed's row plus ``<set>_delta_<metric>`` = IWL - baseline."""
+    return [{**r, **{f"{s}_delta_{m}": r[f"{s}_{m}_iwl"] - r[f"{s}_{m}_baseline"] for s in sets for m in METRICS}}
+            for r in per_seed]
 
 
 def _per_class(target, reports: dict, seeds: list[int]) -> list[dict]:
@@ -96,6 +107,7 @@ def evaluate_models(h: Path, settings: EvalSettings, log: Callable[[str], None] 
     manifest = iw.read_manifest(iw.iwl_root(h))
     sets = _eval_sets(h, settings)
     per_seed, reports = _evaluate_seeds(manifest, sets, settings.template, log)
+    per_seed = _with_deltas(per_seed, list(sets))
     target = sets["target"]
     return {"manifest": manifest, "per_seed": per_seed, "summary": _summary(manifest, target, sets, per_seed),
             "per_class": _per_class(target, reports, [r["seed"] for r in per_seed]), "sets": list(sets)}
@@ -105,23 +117,40 @@ def _pm(m: float, s: float) -> str:
     return f"{m:.3f} ± {s:.3f}"
 
 
+def _ci(s: dict, key: str) -> str:
+    lo, hi = s.get(f"{key}_ci_low"), s.get(f"{key}_ci_high")
+    return "n/a (1 seed)" if lo is None or hi is None else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
 def report_markdown(result: dict) -> str:
-    """The comparison as a Markdown table (mean ± sample std over seeds)."""
+    """The comparison as Markdown: mean ± sample std over seeds, the paired difference's 95% t interval, and one
+    row per seed."""
     s = result["summary"]
     lines = [
         f"IWL vs baseline: prompt {s['prompt']!r}, {s['seeds']} seed(s), eval set {s['eval_set']} "
         f"(n={s['eval_n']}), {s.get('pairs')} training pairs",
         "",
-        "| eval set | metric | baseline | IWL | IWL - baseline |",
-        "|---|---|---|---|---|",
+        "| eval set | metric | baseline | IWL | IWL - baseline | 95% CI (paired, t) |",
+        "|---|---|---|---|---|---|",
     ]
     for set_name in result["sets"]:
         for metric in METRICS:
             k = f"{set_name}_{metric}"
             d = f"{set_name}_delta_{metric}"
             lines.append(f"| {set_name} | {metric} | {_pm(s[k + '_baseline'], s[k + '_baseline_std'])} | "
-                         f"{_pm(s[k + '_iwl'], s[k + '_iwl_std'])} | {_pm(s[d], s[d + '_std'])} |")
-    return "\n".join(lines)
+                         f"{_pm(s[k + '_iwl'], s[k + '_iwl_std'])} | {_pm(s[d], s[d + '_std'])} | {_ci(s, d)} |")
+    return "\n".join(lines + ["", *_per_seed_table(result)])
+
+
+def _per_seed_table(result: dict) -> list[str]:
+    cols = [(st, m) for st in result["sets"] for m in METRICS]
+    head = "| seed | " + " | ".join(f"{st} {m}: baseline -> IWL (delta)" for st, m in cols) + " |"
+    rows = [head, "|---|" + "---|" * len(cols)]
+    for r in result["per_seed"]:
+        cells = [f"{r[f'{st}_{m}_baseline']:.3f} -> {r[f'{st}_{m}_iwl']:.3f} "
+                 f"({r[f'{st}_{m}_iwl'] - r[f'{st}_{m}_baseline']:+.3f})" for st, m in cols]
+        rows.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def evaluate_and_report(h: Path, settings: EvalSettings, log: Callable[[str], None] = lambda s: None

@@ -21,9 +21,9 @@ Evaluation sets (nothing here is specific to the synthetic world but the default
 * a folder in ImageFolder layout: ``<root>/<class name>/*.jpg|jpeg|png|webp``; classes are the sub-folder names
   (sorted) unless ``class_names`` gives them.
 
-Limits: training goes through ``train_contrastive``, which runs on the CPU and decodes the whole pool into memory
-(``N x 3 x S x S`` uint8); a real pool of many thousands of 224 px images needs a streaming (GPU) trainer behind the
-same ``sample_weights`` interface. Weights, evaluation sets and the assets do not change for that.
+Training goes through ``train_contrastive``, which streams each batch from the drops' tar shards through the
+pointers (peak memory flat in pool size), trains on ``TrainConfig.device`` with its precision (bf16 autocast on a
+GPU) and is deterministic for a seed (same weights byte for byte on a machine).
 """
 
 from __future__ import annotations

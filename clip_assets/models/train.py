@@ -5,12 +5,21 @@ density ratio up to a per-side normaliser (PAPER section 1), which is what every
 
 Recipe (defaults in :class:`TrainConfig`, ~2 CPU minutes for the target model):
 
-* data: every (image, caption) pair of one drop, read through tar byte pointers (:mod:`.data`), decoded once into
-  a uint8 tensor in DataLoader workers; captions tokenized once (a drop has a few dozen distinct captions);
+* data: streamed. Each step's batch is read through the pairs' tar byte pointers
+  (:func:`clip_assets.io.drops.read_pointer`, one open-file cache per reader) and decoded with
+  :func:`clip_assets.io.images.decode_resize` by :class:`PairBatches`, a torch ``IterableDataset`` behind a
+  ``DataLoader``; only the pointer rows and the batches in flight are in memory, so peak memory does not grow with
+  the pool (``bench/bench_iwl_memory.py``). Captions are tokenized once (a drop has a few dozen distinct ones);
 * model: an open_clip custom config (:mod:`.small`), random init under ``seed``;
 * optimiser: AdamW (no weight decay on gains, biases, embeddings and the logit scale), linear warmup then cosine
   decay, logit scale initialised at log(1/0.07) and clamped to [0, log 100] after each step like open_clip;
-* seeded: the same config and data give the same weights (single process, deterministic CPU kernels).
+* seeded and deterministic: the batch order is :func:`batch_plan` (a seeded permutation of the rows per epoch,
+  drawn before training), workers decode fixed steps (step ``k`` by worker ``k mod W``, returned in step order, so
+  nothing depends on worker timing), the init is seeded, torch's deterministic algorithms are on and the thread
+  count is fixed (``threads``, default 1) while training. The same seed, config and data give byte-identical
+  weights on a machine; CPUs with other vector units may round differently in the kernels themselves;
+* device and precision: ``device`` ("cpu", "auto", "cuda[:i]") and ``precision`` ("fp32", "bf16", "fp16" as CUDA
+  autocast; the CPU runs fp32), as in :class:`clip_assets.models.loading.ModelSpec`.
 
 The result is published (one staged folder, :func:`clip_assets.io.commit.stage_dir`) under
 ``models_dir(home)/<name>/`` in open_clip's local-dir layout: ``open_clip_pytorch_model.bin`` (a plain state_dict)
@@ -21,6 +30,7 @@ config, data ids and final metrics under ``clip_assets``), then reloaded through
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -41,10 +51,12 @@ from clip_assets.config import models_dir
 from clip_assets.core.iwl import weighted_clip_loss
 from clip_assets.io.commit import stage_dir, write_json
 from clip_assets.models import small
-from clip_assets.io.batches import decode_all, normalize
-from clip_assets.io.drops import index_drop
+from clip_assets.io.batches import normalize
+from clip_assets.io.drops import close_handles, index_drop, read_pointer
+from clip_assets.io.images import decode_resize
 from clip_assets.models.evaluate import zero_shot_accuracy
-from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model, torch_threads
+from clip_assets.models.loading import (CONFIG_FILE, PRECISIONS, LoadedModel, ModelSpec, load_model, resolve_device,
+                                        torch_threads)
 from clip_assets.world import World
 
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
@@ -69,8 +81,10 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     max_pairs: int | None = None  # use at most this many pairs of the drop (first ones)
-    workers: int = 0  # DataLoader workers for the one-off decode
+    workers: int = 0  # DataLoader worker processes decoding the batches (0: in the training process)
     threads: int | None = 1  # torch CPU threads while training (1: no OpenMP spin contention; None: torch's)
+    device: str = "cpu"  # "cpu", "auto" (CUDA when present) or "cuda[:i]"
+    precision: str = "fp32"  # CUDA autocast dtype: "fp32", "bf16" or "fp16" (the CPU runs fp32)
     eval_images: int = 1000  # zero-shot evaluation set size (World.sample_labelled)
     eval_seed: int = 12345
 
@@ -82,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
         if self.warmup_steps < 0 or self.workers < 0:
             raise ValueError("TrainConfig.warmup_steps and workers must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -157,10 +173,11 @@ def _world_for(drop_dir: Path) -> tuple[World, str | None]:
 
 @dataclass
 class _TrainData:
-    """One drop's pairs decoded for training: uint8 images, caption indices into the distinct captions."""
+    """One drop's pairs for training: pointer rows (images stay on disk), caption indices into the distinct
+    captions, optional per-pair weights."""
 
     pointers: pa.Table  # uid, caption, tar_path, offset, size
-    images: torch.Tensor  # (N, 3, S, S) uint8
+    image_size: int
     captions: list[str]  # distinct captions, sorted
     caption_idx: torch.Tensor  # (N,) long
     weights: torch.Tensor | None  # (N,) float32 per-pair weights, or None (plain ClipLoss)
@@ -202,13 +219,67 @@ def _prepare_data(drop: Any, config: TrainConfig, image_size: int, world: Any, s
         weights = weights[: ptr.num_rows] if weights is not None else None
     if ptr.num_rows < 2:
         raise ValueError(f"need at least 2 pairs to train, got {ptr.num_rows}")
-    images = decode_all([ptr], image_size, workers=config.workers)
     captions = ptr.column("caption").to_pylist()
     uniq = sorted(set(captions))
     index = {c: i for i, c in enumerate(uniq)}
     caption_idx = torch.tensor([index[c] for c in captions], dtype=torch.long)
-    return _TrainData(ptr, images, uniq, caption_idx, weights, drop_dir, world if world is not None else World.default(),
-                      world_sha, time.perf_counter() - t0)
+    return _TrainData(ptr, int(image_size), uniq, caption_idx, weights, drop_dir,
+                      world if world is not None else World.default(), world_sha, time.perf_counter() - t0)
+
+
+def batch_plan(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """(steps, min(batch_size, n)) row indices: batches without replacement from a seeded permutation of the
+    ``n`` rows, a fresh permutation (same generator) whenever the current one cannot fill a batch."""
+    gen = torch.Generator().manual_seed(seed)
+    bs = min(batch_size, n)
+    plan = np.empty((steps, bs), dtype=np.int64)
+    perm, pos = torch.randperm(n, generator=gen), 0
+    for step in range(steps):
+        if pos + bs > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        plan[step] = perm[pos : pos + bs].numpy()
+        pos += bs
+    return plan
+
+
+class PairBatches(torch.utils.data.IterableDataset):
+    """The images of :func:`batch_plan`'s batches, read through pointers and decoded on the fly.
+
+    Yields ``(step, (B, 3, S, S) uint8)``. With DataLoader workers, worker ``i`` of ``W`` decodes the steps
+    ``i, i + W, ...``; the DataLoader takes one batch from each worker in turn, so batches arrive in step order.
+    """
+
+    def __init__(self, pointers: pa.Table, plan: np.ndarray, image_size: int):
+        self.tar_paths = pointers.column("tar_path").to_pylist()
+        self.offsets = pointers.column("offset").to_numpy().astype(np.int64)
+        self.sizes = pointers.column("size").to_numpy().astype(np.int64)
+        self.plan = plan
+        self.image_size = int(image_size)
+
+    def _batch(self, rows: np.ndarray, handles: dict) -> torch.Tensor:
+        s = self.image_size
+        out = torch.empty((len(rows), 3, s, s), dtype=torch.uint8)
+        for j, i in enumerate(rows):
+            data = read_pointer(self.tar_paths[i], int(self.offsets[i]), int(self.sizes[i]), handles)
+            out[j] = torch.from_numpy(decode_resize(data, s)).permute(2, 0, 1)
+        return out
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        first, stride = (0, 1) if info is None else (info.id, info.num_workers)
+        handles: dict = {}
+        try:
+            for step in range(first, len(self.plan), stride):
+                yield step, self._batch(self.plan[step], handles)
+        finally:
+            close_handles(handles)
+
+
+def _batches(data: _TrainData, config: TrainConfig, device: torch.device) -> torch.utils.data.DataLoader:
+    ds = PairBatches(data.pointers, batch_plan(data.n, config.batch_size, config.steps, config.seed),
+                     data.image_size)
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=config.workers,
+                                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
 def _step_loss(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None,
@@ -220,29 +291,32 @@ def _step_loss(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, w: torc
     return loss_fn(img_f, txt_f, scale) if w is None else weighted_clip_loss(img_f, txt_f, scale, w)
 
 
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if device.type == "cuda" and dtype is not None:
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
 def _train_steps(model: torch.nn.Module, data: _TrainData, tokens: torch.Tensor, config: TrainConfig,
-                 say: Callable[[str], None]) -> dict[str, list[float]]:
-    """The optimisation loop: shuffled batches without replacement, warmup + cosine lr, clamped logit scale."""
+                 device: torch.device, say: Callable[[str], None]) -> dict[str, list[float]]:
+    """The optimisation loop over :class:`PairBatches`: warmup + cosine lr, clipped grads, clamped logit scale."""
     mean, std = model.visual.preprocess_cfg["mean"], model.visual.preprocess_cfg["std"]
     loss_fn = open_clip.ClipLoss()
     opt = _adamw(model, config)
-    gen = torch.Generator().manual_seed(config.seed)
-    n = data.n
-    bs = min(config.batch_size, n)
     curves: dict[str, list[float]] = {"step": [], "loss": [], "logit_scale": [], "lr": []}
     model.train()
-    perm, pos = torch.randperm(n, generator=gen), 0
-    for step in range(config.steps):
-        if pos + bs > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos : pos + bs]
-        pos += bs
+    loader = _batches(data, config, device)
+    plan = loader.dataset.plan
+    for step, images in loader:
+        idx = torch.from_numpy(plan[step])
         lr = lr_at(step, config)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = normalize(data.images[idx], mean, std)
-        w = data.weights[idx] if data.weights is not None else None
-        loss = _step_loss(model, x, tokens[data.caption_idx[idx]], w, loss_fn)
+        x = normalize(images.to(device, non_blocking=True), mean, std)
+        w = data.weights[idx].to(device) if data.weights is not None else None
+        with _autocast(device, config.precision):
+            loss = _step_loss(model, x, tokens[data.caption_idx[idx]].to(device), w, loss_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -250,7 +324,8 @@ def _train_steps(model: torch.nn.Module, data: _TrainData, tokens: torch.Tensor,
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, config.max_logit_scale)
-        for k, v in (("step", step), ("loss", float(loss.detach())), ("logit_scale", float(model.logit_scale.detach().exp())), ("lr", lr)):
+        for k, v in (("step", step), ("loss", float(loss.detach())),
+                     ("logit_scale", float(model.logit_scale.detach().exp())), ("lr", lr)):
             curves[k].append(v)
         if step % 50 == 0 or step == config.steps - 1:
             say(f"step {step}/{config.steps} loss {curves['loss'][-1]:.4f} a {curves['logit_scale'][-1]:.2f}")
@@ -258,17 +333,33 @@ def _train_steps(model: torch.nn.Module, data: _TrainData, tokens: torch.Tensor,
     return curves
 
 
+@contextlib.contextmanager
+def deterministic_torch(device: torch.device):
+    """Run the block with ``torch.use_deterministic_algorithms(True)`` (and cuBLAS's fixed workspace on CUDA),
+    restoring the previous setting."""
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
+
+
 def _train_model(config: TrainConfig, data: _TrainData, say: Callable[[str], None]
                  ) -> tuple[torch.nn.Module, dict[str, list[float]], float, float]:
     """A seeded random init of ``config.model`` trained on ``data``: (model, curves, wall s, CPU s)."""
-    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
+    device = resolve_device(config.device)
+    with torch_threads(config.threads), deterministic_torch(device), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = open_clip.create_model(config.model, device="cpu", precision="fp32")  # random init, as it says
         with torch.no_grad():
             model.logit_scale.fill_(config.init_logit_scale)
+        model.to(device)
         tokens = open_clip.get_tokenizer(config.model)(data.captions)  # (U, L)
         t1, c1 = time.perf_counter(), time.process_time()
-        curves = _train_steps(model, data, tokens, config, say)
+        curves = _train_steps(model, data, tokens, config, device, say)
         return model, curves, time.perf_counter() - t1, time.process_time() - c1
 
 
@@ -331,7 +422,7 @@ def train_contrastive(
     if model_cfg is None:
         raise ValueError(f"TrainConfig.model {config.model!r} is not a registered open_clip config")
     data = _prepare_data(drop, config, int(model_cfg["vision_cfg"]["image_size"]), world, sample_weights)
-    say(f"decoded {data.n} pairs ({len(data.captions)} distinct captions) in {data.seconds:.1f}s")
+    say(f"indexed {data.n} pairs ({len(data.captions)} distinct captions) in {data.seconds:.1f}s")
     model, curves, seconds, cpu_seconds = _train_model(config, data, say)
     config_json: dict[str, Any] = {
         "model_name": config.model,

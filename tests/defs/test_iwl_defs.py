@@ -1,6 +1,6 @@
 """IWL end to end through Dagster on a tiny synthetic drop: raw_pairs -> embeddings -> importance_weights (per
 drop), then iwl_model + baseline_model -> iwl_eval (global), with tiny budgets (the numbers are not the point here;
-the 3-seed comparison is `python -m clip_assets.defs.iwl.report`)."""
+the multi-seed comparison is `clip-assets iwl-report`)."""
 
 from __future__ import annotations
 

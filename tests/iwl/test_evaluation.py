@@ -16,6 +16,7 @@ def _result(values: dict[str, float], seeds=(0, 1)) -> dict:
         for k in ("iwl", "baseline"):
             summary[f"target_{m}_{k}"], summary[f"target_{m}_{k}_std"] = values[k] + 0.005, 0.007
         summary[f"target_delta_{m}"], summary[f"target_delta_{m}_std"] = values["iwl"] - values["baseline"], 0.0
+        summary[f"target_delta_{m}_ci_low"] = summary[f"target_delta_{m}_ci_high"] = values["iwl"] - values["baseline"]
     per_class = [{"class": c, "f1_iwl": 0.5, "f1_iwl_std": 0.1, "f1_baseline": 0.4, "f1_baseline_std": 0.1}
                  for c in ("circle", "square")]
     return {"manifest": {"seeds": {str(s): {} for s in seeds}}, "per_seed": per_seed, "summary": summary,
@@ -29,6 +30,9 @@ def test_report_markdown_rows_and_numbers():
     rows = [ln for ln in lines if ln.startswith("| target |")]
     assert [r.split("|")[2].strip() for r in rows] == list(METRICS)
     assert "| 0.505 ± 0.007 | 0.605 ± 0.007 | 0.100 ± 0.000 |" in rows[0]
+    assert rows[0].endswith("| [+0.100, +0.100] |")
+    per_seed = [ln for ln in lines if ln.startswith("| 1 |")]
+    assert per_seed and "0.510 -> 0.610 (+0.100)" in per_seed[0]
 
 
 def test_metrics_valid_catches_missing_seeds_and_bad_values():

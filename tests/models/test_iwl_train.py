@@ -175,3 +175,64 @@ def test_mean_std():
     assert iw.mean_std([1.0]) == (1.0, 0.0)
     m, s = iw.mean_std([1.0, 2.0, 3.0])
     assert m == 2.0 and s == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ determinism and streaming
+
+
+def _bytes(res) -> bytes:
+    return b"".join(k.encode() + v.numpy().tobytes() for k, v in _state(res).items())
+
+
+def test_same_seed_gives_identical_weights_and_metrics_with_or_without_workers(drop_dir, tmp_path):
+    cfg = TrainConfig(**{**TINY, "steps": 4, "seed": 3})
+    w = np.linspace(0.1, 3.0, 48)
+    a = train_contrastive(drop_dir, cfg, name="a", out_dir=tmp_path, sample_weights=w)
+    b = train_contrastive(drop_dir, cfg, name="b", out_dir=tmp_path, sample_weights=w)
+    c = train_contrastive(drop_dir, TrainConfig(**{**TINY, "steps": 4, "seed": 3, "workers": 2}), name="c",
+                          out_dir=tmp_path, sample_weights=w)
+    assert _bytes(a) == _bytes(b) == _bytes(c)
+    assert a.model_id_str == b.model_id_str == c.model_id_str
+    assert a.curves["loss"] == b.curves["loss"] == c.curves["loss"]
+    assert a.metrics["zero_shot_accuracy"] == b.metrics["zero_shot_accuracy"] == c.metrics["zero_shot_accuracy"]
+    other = train_contrastive(drop_dir, TrainConfig(**{**TINY, "steps": 4, "seed": 4}), name="d", out_dir=tmp_path,
+                              sample_weights=w)
+    assert _bytes(other) != _bytes(a)
+    assert not torch.are_deterministic_algorithms_enabled()  # the training's setting was restored
+
+
+def test_batch_plan_is_seeded_and_each_epoch_a_permutation():
+    from clip_assets.models.train import batch_plan
+
+    p = batch_plan(10, 4, 6, seed=1)
+    assert p.shape == (6, 4)
+    np.testing.assert_array_equal(p, batch_plan(10, 4, 6, seed=1))
+    assert not np.array_equal(p, batch_plan(10, 4, 6, seed=2))
+    for epoch in (p[0:2], p[2:4], p[4:6]):  # 10 rows fill 2 batches of 4 per permutation
+        assert len(set(epoch.ravel().tolist())) == 8
+    assert batch_plan(3, 8, 2, seed=0).shape == (2, 3)  # batch capped at the pool size
+
+
+def test_pair_batches_decode_the_planned_rows_in_step_order(drop_dir):
+    from clip_assets.io.batches import decode_all
+    from clip_assets.io.drops import index_drop
+    from clip_assets.models.train import PairBatches, batch_plan
+
+    ptr = pa.concat_tables(index_drop(drop_dir))
+    plan = batch_plan(ptr.num_rows, 8, 7, seed=0)
+    ref = decode_all([ptr], 32)
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(PairBatches(ptr, plan, 32), batch_size=None, num_workers=workers)
+        steps = []
+        for step, images in loader:
+            steps.append(step)
+            assert torch.equal(images, ref[torch.from_numpy(plan[step])])
+        assert steps == list(range(7))
+
+
+def test_train_config_precision_and_device_are_checked(drop_dir, tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="CUDA"):
+            train_contrastive(drop_dir, TrainConfig(**{**TINY, "device": "cuda"}), name="x", out_dir=tmp_path)
