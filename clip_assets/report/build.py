@@ -59,6 +59,7 @@ class Report:
     sheets: list[sheets.SheetFile]
     glance: str = ""
     parts: dict[str, str] = field(default_factory=dict)  # section title -> its Markdown
+    inline: dict[str, str] = field(default_factory=dict)  # name -> Markdown short enough to show inline
 
 
 def reports_dir(home: Path | None, asset: str) -> Path:
@@ -98,7 +99,7 @@ def prune(home: Path | None, asset: str, keep: int = 20) -> list[str]:
 
 def write_report(home: Path | None, asset: str, key: str, title: str, sections: Sequence[Section],
                  sheet_list: Sequence[sheets.Sheet] = (), subtitle: str = "", state: dict | None = None,
-                 glance: str = "") -> Report:
+                 glance: str = "", inline: dict[str, str] | None = None) -> Report:
     """Write one report folder (``key`` from :func:`run_key`): sheets rendered (PNG + JSON), plots, index.html
     and state.json when given, as one commit; then refresh the asset's list of reports. Any asset can call it
     with its own sections."""
@@ -118,7 +119,7 @@ def write_report(home: Path | None, asset: str, key: str, title: str, sections: 
     write_index(home, asset)
     index = folder / "index.html"
     return Report(folder, index, markdown_summary(title, sections, str(index)), files, glance,
-                  {s.title: section_markdown(s) for s in sections})
+                  {s.title: section_markdown(s) for s in sections}, dict(inline or {}))
 
 
 def write_index(home: Path | None, asset: str) -> Path:
@@ -205,7 +206,10 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
     ]
     return write_report(home, "curated_subsets", key, "curated_subsets", sections, sheet_list,
                         f"report {key}, {_plural(len(drops), 'drop')}", state={"summary": summary, "drops": drops},
-                        glance=_subsets_glance(summary, drops, change, hists))
+                        glance=_subsets_glance(summary, drops, change, hists),
+                        inline={"since_last": glance_markdown(
+                            "since the last materialization", [change.headline()[:300]], rows=arrow_rows(change),
+                            columns=["subset", "change", "threshold", "kept", "kept_change"])})
 
 
 def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet: int = collect.PER_SHEET,

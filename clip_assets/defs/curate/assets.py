@@ -107,7 +107,7 @@ def curated_subsets(context: dg.AssetExecutionContext, config: CuratedSubsetsCon
     context.log.info(f"report {rep.index}: {len(rep.sheets)} contact sheets in {report_s:.1f}s")
     metadata = {
         **report_metadata(rep),  # the summary first: the UI shows it inline on the asset's page
-        "since_last": dg.MetadataValue.md(rep.parts["Since the last materialization"]),
+        "since_last": dg.MetadataValue.md(rep.inline["since_last"]),
         "kept_per_drop": dg.MetadataValue.md(rep.parts["Kept per drop"]),
         "contact_sheets": dg.MetadataValue.md(_sheets_md(rep)),
         # one decision row per pool row per subset is stored; the pool is what a curator compares with
