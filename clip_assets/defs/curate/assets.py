@@ -72,7 +72,7 @@ def _sheets_md(rep) -> str:
         "(pool, kept, threshold, k). Thresholds are computed by DuckDB over the Parquet, never in memory. "
         "Refuses a drop whose scores do not cover its raw_pairs. "
         "Filters are configured in one YAML (run config filters_path; default: the package's filters.yaml: "
-        f"{_default_filters_doc()}). Parquet: warehouse/curated_subsets/subset=<name>/ and subset_summary.parquet;"
+        f"{_default_filters_doc()}). Parquet: `warehouse/curated_subsets/subset=<name>/` and subset_summary.parquet;"
         " DuckDB views curated_subsets and subset_summary. Export with `clip-assets export SUBSET`."
     ),
     group_name="curate",
@@ -152,7 +152,7 @@ class CurationReportConfig(dg.Config):
     key=CURATION_REPORT,
     deps=[CURATED_SUBSETS],
     description=(
-        "Synthetic world only (drops with <landing>/<drop>.truth.parquet; skipped without them): every filter of "
+        "Synthetic world only (drops with `<landing>/<drop>.truth.parquet`; skipped without them): every filter of "
         "curated_subsets evaluated at the SAME keep-fraction (config keep_fraction, default 0.25; threshold filters "
         "such as laion keep their own threshold and the table says so), with the ground truth of the kept pairs: "
         "share truly aligned (neither misaligned nor a placeholder), share misaligned, share placeholders, share of "
@@ -230,7 +230,7 @@ class NgramConfig(dg.Config):
     description=(
         "PAPER.md section 2: captions split into 10 equal-size deciles by KL (text side: text_kl of the caption; "
         "image side: image_kl of its image), and per decile the share of all 1/2/3-gram occurrences (lower-cased "
-        "word tokens padded with <s> and </s>) covered by the decile's top-K n-grams, K = 50, 100, 500, 1000; plus "
+        "word tokens padded with `<s>` and `</s>`) covered by the decile's top-K n-grams, K = 50, 100, 500, 1000; plus "
         "the Pearson correlation of KL with caption length, vocabulary size and type-token ratio. Low-KL "
         "(generic) deciles are dominated by few n-grams. Pool deduplicated by uid like curated_subsets; at most "
         "max_rows captions (a seeded sample). Parquet warehouse/ngram_analysis/, DuckDB views ngram_coverage and "
