@@ -163,7 +163,10 @@ def _subsets_glance(summary: Sequence[dict], drops: Sequence[str], change, hists
         column, (hist, tl) = next(iter(hists.items()))
         png = glance_png(hist, [t.threshold for t in tl])
         caption = f"{column}; red: thresholds of {', '.join(t.subset for t in tl)}"
-    rows = [{"subset": r["subset"], "kept": r["kept"], "threshold": r["threshold"]} for r in arrow_rows(change)]
+    if change.first:  # nothing to compare with: the values themselves
+        rows = [{"subset": s["subset"], "kept": s["kept"], "threshold": s["threshold"]} for s in summary]
+    else:
+        rows = [{"subset": r["subset"], "kept": r["kept"], "threshold": r["threshold"]} for r in arrow_rows(change)]
     return glance_markdown("curated_subsets", lines, png, caption, rows)
 
 

@@ -20,7 +20,7 @@ from clip_assets.report.format import markdown_rows
 from clip_assets.report.plots import Histogram, data_uri
 
 INLINE_LIMIT = 999  # the UI shows a Markdown value inline while len(mdStr) < 1000
-WIDTH, HEIGHT = 200, 40
+WIDTH, HEIGHT = 300, 56
 _PALETTE = [255, 255, 255, 76, 114, 176, 214, 39, 40, 120, 120, 120]  # white, bars, threshold, axis
 
 

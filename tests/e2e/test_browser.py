@@ -580,9 +580,9 @@ def _curator_views(dev: dict, d) -> None:
     d.get(report.as_uri())
     img = _wait("the kl_text sheet in the report", lambda: _visible(
         d, By.CSS_SELECTOR, "img[src='sheets/subset-kl_text-kept_near.png']"), 30)[0]
+    d.execute_script("arguments[0].scrollIntoView({block: 'start'})", img)  # loading="lazy": load it first
     _wait("the sheet image to load", lambda: d.execute_script("return arguments[0].complete && "
                                                              "arguments[0].naturalWidth > 0", img), 30)
-    d.execute_script("arguments[0].scrollIntoView({block: 'start'})", img)
     time.sleep(0.5)
     _shot(d, "07_contact_sheet.png")
 

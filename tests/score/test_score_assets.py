@@ -70,7 +70,8 @@ def test_score_assets_write_a_drop_report_and_an_inline_summary(home):
         assert f"drop-{drop}.json" in sheets and sum(s.startswith("decile-") for s in sheets) == deciles
         m = json.loads((index.parent / "sheets" / f"drop-{drop}.json").read_text())
         assert m["uids"] == raw[:24] and all(x.get("error") is None for x in m["samples"])
-        scored = {r["uid"]: r["clip_score"] for r in pq.read_table(partition_dir("pair_scores", drop, home)).to_pylist()}
+        scored = {r["uid"]: r["clip_score"]
+                  for r in pq.read_table(partition_dir("pair_scores", drop, home)).to_pylist()}
         assert [x["score"] for x in m["samples"]] == pytest.approx([scored[u] for u in raw[:24]])
         assert (index.parent / "plots" / f"{column.replace('_', '-')}-histogram.png").is_file()
         assert meta["dagster/row_count"].value == len(raw) and meta["drop"].value == drop
@@ -85,8 +86,8 @@ def test_calibration_reads_a_home_with_a_bracket_in_its_path(tmp_path, monkeypat
     lineage = {"drop": ["d"] * 30, "model_id": ["m"] * 30, "reference_id": ["r"] * 30}
     pair = {c: rng.normal(size=30) for c in ("clip_score", "s", "log_r_img", "log_r_txt", "log_r_siglip")}
     kl = {c: np.abs(rng.normal(size=30)) for c in C.KL_COLUMNS}
-    write_table(partition_dir("pair_scores", "d", home) / "part-00000.parquet", pa.table({"uid": uids, **pair, **lineage}))
-    write_table(partition_dir("kl_stats", "d", home) / "part-00000.parquet", pa.table({"uid": uids, **kl, **lineage}))
+    for asset, cols in (("pair_scores", pair), ("kl_stats", kl)):
+        write_table(partition_dir(asset, "d", home) / "part-00000.parquet", pa.table({"uid": uids, **cols, **lineage}))
     truth = {"drop": ["d"] * 30, "uid": uids, "is_misaligned": [i % 3 == 0 for i in range(30)],
              "is_placeholder": [i % 5 == 0 for i in range(30)], "true_log_ratio": rng.normal(size=30),
              **{f"true_{k}_{s}": np.abs(rng.normal(size=30)) for k in ("kl", "klr") for s in ("image", "text")}}

@@ -132,9 +132,10 @@ def scores(context: dg.AssetExecutionContext, config: ScoreConfig, home: HomeRes
     common = {"dagster/row_count": n, "drop": drop, "model_id": ref.model_id, "reference_id": ref.reference_id,
               "reference_n": ref.n, "logit_scale_a": sd.logit_scale, "seconds": round(sd.seconds, 3),
               "pairs_per_s": round(n / sd.seconds, 1) if sd.seconds > 0 else 0.0}
-    for key, cols, ex, shown in ((PAIR_SCORES, S.PAIR_COLUMNS, ("clip_score", "log_r_img", "log_r_txt"),
-                                  ("clip_score", "log_r_img", "log_r_txt")),
-                                 (KL_STATS, S.KL_COLUMNS, ("text_kl", "text_klr", "image_kl"), ("text_kl", "image_kl"))):
+    # per asset: its columns, the extremes listed, the histograms of its report (KL: with decile sheets)
+    for key, cols, ex, shown in (
+            (PAIR_SCORES, S.PAIR_COLUMNS, ("clip_score", "log_r_img", "log_r_txt"), ("clip_score", "log_r_img")),
+            (KL_STATS, S.KL_COLUMNS, ("text_kl", "text_klr", "image_kl"), ("text_kl", "image_kl"))):
         rep = drop_report(h, key.to_user_string(), drop, context.run_id, columns=shown, deciles=key == KL_STATS)
         yield dg.MaterializeResult(asset_key=key, metadata={
             **report_metadata(rep), **common,
