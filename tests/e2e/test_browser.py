@@ -551,10 +551,13 @@ def _show_asset_page(base: str, d, asset: str, needle: str) -> None:
     from selenium.webdriver.common.by import By
 
     d.get(f"{base}/assets/{asset}?view=events")
-    _wait(f"'{needle}' inline on {asset}'s page", lambda: _visible(
+    found = _wait(f"'{needle}' inline on {asset}'s page", lambda: _visible(
         d, By.XPATH, f"//*[contains(normalize-space(), '{needle}') and not(*)]"), 60)
     _dismiss_popups(d)
-    time.sleep(1.5)
+    time.sleep(1.0)
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'});"  # vertically only: keep the labels
+                     "for (let e = arguments[0]; e; e = e.parentElement) e.scrollLeft = 0;", found[0])
+    time.sleep(0.5)
 
 
 def _curator_views(dev: dict, d) -> None:
@@ -594,7 +597,7 @@ def _curator_views(dev: dict, d) -> None:
     _materialize_from_its_page(base, d, "curated_subsets", log)
     since = _latest_metadata(base, "curated_subsets")["since_last"]
     assert f"drops added: {path.name}" in since and len(since) < 1000 and "| kl_text | changed |" in since
-    _show_asset_page(base, d, "curated_subsets", f"drops added: {path.name}")
+    _show_asset_page(base, d, "curated_subsets", "since the last materialization")
     _shot(d, "08_since_last.png")
     d.get(Path(_latest_metadata(base, "curated_subsets")["report"]).as_uri() + "#since-the-last-materialization")
     _wait("the since-last table in the report", lambda: _visible(
