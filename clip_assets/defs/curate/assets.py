@@ -21,12 +21,13 @@ from clip_assets.defs.plots import figure_metadata, markdown_table, report_metad
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import table_metadata
 from clip_assets.io.exports import subsets_dir
-from clip_assets.report.build import curated_subsets_report
+from clip_assets.report.build import curated_subsets_report, prune
 from clip_assets.report.format import markdown_rows
 
 # The package default is validated when the code location loads: a broken filters.yaml fails `dagster dev` and
 # `dagster definitions validate` with the bad key and value in the message.
 DEFAULT_FILTERS = F.load_filters()
+REPORTS_KEPT = 20  # newest curated_subsets reports kept under <home>/reports/curated_subsets/
 
 
 def _default_filters_doc() -> str:
@@ -104,6 +105,7 @@ def curated_subsets(context: dg.AssetExecutionContext, config: CuratedSubsetsCon
     t0 = time.perf_counter()
     rep = curated_subsets_report(home.path(), context.run_id, per_sheet=config.images_per_sheet)
     report_s = time.perf_counter() - t0
+    prune(home.path(), "curated_subsets", keep=REPORTS_KEPT)  # ~11 MB each on the demo pool
     context.log.info(f"report {rep.index}: {len(rep.sheets)} contact sheets in {report_s:.1f}s")
     metadata = {
         **report_metadata(rep),  # the summary first: the UI shows it inline on the asset's page
