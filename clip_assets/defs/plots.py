@@ -29,8 +29,11 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, max_rows:
 
 
 def report_metadata(report: Report) -> dict[str, dg.MetadataValue]:
-    """Metadata entries of a written report: ``report`` (path of index.html), ``report_url`` (file:// link a
-    browser opens) and ``summary`` (its Markdown, plots inline)."""
-    return {"report": dg.MetadataValue.path(str(report.index)),
+    """Metadata entries of a written report, the summary first: ``summary`` (the glance: under 1,000
+    characters with one small plot, so the UI shows it inline on the asset's page), ``report`` (path of
+    index.html), ``report_url`` (file:// link a browser opens) and ``report_details`` (the full Markdown with
+    the large plots, behind the UI's "[Show Markdown]")."""
+    return {"summary": dg.MetadataValue.md(report.glance or report.markdown),
+            "report": dg.MetadataValue.path(str(report.index)),
             "report_url": dg.MetadataValue.url(report.index.resolve().as_uri()),
-            "summary": dg.MetadataValue.md(report.markdown)}
+            "report_details": dg.MetadataValue.md(report.markdown)}

@@ -16,7 +16,10 @@ calls one after its data is committed and adds the links and summary to its meta
 
     rep = curated_subsets_report(home.path(), context.run_id)           # in curated_subsets
     rep = drop_report(home.path(), "kl_stats", drop, context.run_id)    # in a per-drop asset
-    metadata.update(report_metadata(rep))  # report (path), report_url (file://), summary (Markdown, plots inline)
+    metadata.update(report_metadata(rep))  # summary (the glance, inline), report, report_url, report_details
+
+Each report also has a glance (:mod:`clip_assets.report.glance`): under 1,000 characters with one tiny plot, so
+Dagster's UI shows it inline on the asset's page; the full Markdown (large plots) is one click deep.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import math
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +39,8 @@ from clip_assets.io.exports import read_summary
 from clip_assets.io.tables import drops_with
 from clip_assets.report import collect, select, sheets
 from clip_assets.report.format import fmt, pct
-from clip_assets.report.html import Section, html_page, markdown_summary
+from clip_assets.report.glance import glance_markdown, glance_png
+from clip_assets.report.html import Section, html_page, markdown_summary, section_markdown
 from clip_assets.report.plots import ThresholdLine, bar_chart, png_bytes, threshold_histogram
 from clip_assets.report.since_last import arrow_rows, pivot_kept_per_drop, since_last
 
@@ -46,12 +50,16 @@ KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,200}$")
 
 @dataclass(frozen=True)
 class Report:
-    """A written report: its folder, index.html, the Markdown summary for the asset page, and its sheets."""
+    """A written report: its folder, index.html, its full Markdown, its sheets, and the glance (short
+    Markdown with one tiny plot that the asset page shows inline)."""
 
     folder: Path
     index: Path
     markdown: str
     sheets: list[sheets.SheetFile]
+    glance: str = ""
+    parts: dict[str, str] = field(default_factory=dict)  # section title -> its Markdown
+    inline: dict[str, str] = field(default_factory=dict)  # name -> Markdown short enough to show inline
 
 
 def reports_dir(home: Path | None, asset: str) -> Path:
@@ -90,7 +98,8 @@ def prune(home: Path | None, asset: str, keep: int = 20) -> list[str]:
 
 
 def write_report(home: Path | None, asset: str, key: str, title: str, sections: Sequence[Section],
-                 sheet_list: Sequence[sheets.Sheet] = (), subtitle: str = "", state: dict | None = None) -> Report:
+                 sheet_list: Sequence[sheets.Sheet] = (), subtitle: str = "", state: dict | None = None,
+                 glance: str = "", inline: dict[str, str] | None = None) -> Report:
     """Write one report folder (``key`` from :func:`run_key`): sheets rendered (PNG + JSON), plots, index.html
     and state.json when given, as one commit; then refresh the asset's list of reports. Any asset can call it
     with its own sections."""
@@ -109,7 +118,8 @@ def write_report(home: Path | None, asset: str, key: str, title: str, sections: 
             st.write_json(STATE_FILE, state)
     write_index(home, asset)
     index = folder / "index.html"
-    return Report(folder, index, markdown_summary(title, sections, str(index)), files)
+    return Report(folder, index, markdown_summary(title, sections, str(index)), files, glance,
+                  {s.title: section_markdown(s) for s in sections}, dict(inline or {}))
 
 
 def write_index(home: Path | None, asset: str) -> Path:
@@ -129,19 +139,35 @@ def _summary_rows(summary: Sequence[dict]) -> list[dict]:
             for s in summary]
 
 
-def _histogram_sections(con, home: Path | None, summary: Sequence[dict]) -> list[Section]:
+def _threshold_lines(summary: Sequence[dict]) -> dict[str, list[ThresholdLine]]:
+    """Per score column, the threshold of every one-column subset on it, in summary order."""
     by_column: dict[str, list[ThresholdLine]] = {}
     for s in summary:
         if s["kind"] in ("keep_fraction", "threshold") and s["column"]:
             by_column.setdefault(s["column"], []).append(
                 ThresholdLine(s["subset"], s["rule"], s["threshold"], s["kept"], s["pool"], s["k"]))
-    out = []
-    for column, lines in by_column.items():
-        hist = select.histogram(con, home, column)
-        if hist is not None:
-            out.append(Section(f"{column} histogram", plot=png_bytes(threshold_histogram(hist, lines)),
-                               text="; ".join(line.label() for line in lines)))
-    return out
+    return by_column
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{fmt(n)} {word}{'' if n == 1 else 's'}"
+
+
+def _subsets_glance(summary: Sequence[dict], drops: Sequence[str], change, hists: dict) -> str:
+    """The inline summary of curated_subsets: pool, what changed, the first histogram with its thresholds,
+    and per subset kept and threshold (before -> after)."""
+    lines = [f"pool {fmt(summary[0]['pool'])} pairs from {_plural(len(drops), 'drop')}, "
+             f"{_plural(len(summary), 'subset')}", change.headline()[:240]]
+    png, caption = None, ""
+    if hists:
+        column, (hist, tl) = next(iter(hists.items()))
+        png = glance_png(hist, [t.threshold for t in tl])
+        caption = f"{column}; red: thresholds of {', '.join(t.subset for t in tl)}"
+    if change.first:  # nothing to compare with: the values themselves
+        rows = [{"subset": s["subset"], "kept": s["kept"], "threshold": s["threshold"]} for s in summary]
+    else:
+        rows = [{"subset": r["subset"], "kept": r["kept"], "threshold": r["threshold"]} for r in arrow_rows(change)]
+    return glance_markdown("curated_subsets", lines, png, caption, rows)
 
 
 def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = collect.PER_SHEET,
@@ -161,44 +187,56 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
     con = select.connect()
     try:
         kept_drop = pivot_kept_per_drop(select.kept_per_drop(con, home), [s["subset"] for s in summary])
-        shares = [s["kept_fraction"] if s["kept_fraction"] is not None and not math.isnan(s["kept_fraction"])
-                  else 0.0 for s in summary]
-        sections = [
-            Section("Since the last materialization", text=change.headline(), rows=arrow_rows(change)),
-            Section("Subsets", text=f"pool: {fmt(summary[0]['pool'])} pairs from {fmt(len(drops))} drop{'' if len(drops) == 1 else 's'}",
-                    rows=_summary_rows(summary)),
-            Section("Kept share per subset", plot=png_bytes(bar_chart(
-                [s["subset"] for s in summary], [100.0 * v for v in shares], "kept share of the pool (%)",
-                "kept share per subset (ties at a threshold are kept)"))),
-            *_histogram_sections(con, home, summary),
-            Section("Kept per drop", text="pool rows of each drop and how many each subset keeps",
-                    rows=kept_drop),
-        ]
+        hists = {c: (h, tl) for c, tl in _threshold_lines(summary).items()
+                 if (h := select.histogram(con, home, c)) is not None}
         sheet_list = collect.subset_sheets(con, home, summary, per_sheet)
         if deciles:
             sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet)
     finally:
         con.close()
-    subtitle = f"report {key}, {len(drops)} drop{'' if len(drops) == 1 else 's'}"
-    return write_report(home, "curated_subsets", key, "curated_subsets", sections, sheet_list, subtitle,
-                        state={"summary": summary, "drops": drops})
+    shares = [s["kept_fraction"] if s["kept_fraction"] is not None and not math.isnan(s["kept_fraction"])
+              else 0.0 for s in summary]
+    sections = [
+        Section("Since the last materialization", text=change.headline(), rows=arrow_rows(change)),
+        Section("Subsets", text=f"pool: {fmt(summary[0]['pool'])} pairs from {_plural(len(drops), 'drop')}",
+                rows=_summary_rows(summary)),
+        Section("Kept share per subset", plot=png_bytes(bar_chart(
+            [s["subset"] for s in summary], [100.0 * v for v in shares], "kept share of the pool (%)",
+            "kept share per subset (ties at a threshold are kept)"))),
+        *[Section(f"{c} histogram", plot=png_bytes(threshold_histogram(h, tl)),
+                  text="; ".join(line.label() for line in tl)) for c, (h, tl) in hists.items()],
+        Section("Kept per drop", text="pool rows of each drop and how many each subset keeps", rows=kept_drop),
+    ]
+    return write_report(home, "curated_subsets", key, "curated_subsets", sections, sheet_list,
+                        f"report {key}, {_plural(len(drops), 'drop')}", state={"summary": summary, "drops": drops},
+                        glance=_subsets_glance(summary, drops, change, hists),
+                        inline={"since_last": glance_markdown(
+                            "since the last materialization", [change.headline()[:300]], rows=arrow_rows(change),
+                            columns=["subset", "change", "threshold", "kept", "kept_change"])})
 
 
-def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet: int = collect.PER_SHEET
-                ) -> Report:
-    """The report of one drop's materialization of ``asset``: a sample sheet of the drop and, once its kl_stats
-    exist, the image/caption KL histograms and decile sheets of that drop."""
+def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet: int = collect.PER_SHEET,
+                columns: Sequence[str] = collect.KL_COLUMNS, deciles: bool = True) -> Report:
+    """The report of one drop's materialization of ``asset``: a sample sheet of the drop and, once the drop is
+    scored, a histogram of each of ``columns`` over the drop (and their decile sheets when ``deciles``)."""
     key = run_key(run_id, drop)
     con = select.connect()
     try:
         sheet_list = collect.drop_sheets(con, home, [drop], per_sheet)
-        sections = []
-        if drop in drops_with("kl_stats", home):
-            for column in collect.KL_COLUMNS:
-                hist = select.histogram(con, home, column, drops=[drop])
-                sections.append(Section(f"{column} histogram", plot=png_bytes(threshold_histogram(
-                    hist, [], title=f"{column} over drop {drop}"))))
-            sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet, drops=[drop])
+        hists = {}
+        if any(drop in drops_with(a, home) for a in select.SCORE_ASSETS):
+            hists = {c: h for c in columns if (h := select.histogram(con, home, c, drops=[drop])) is not None}
+            if deciles:
+                sheet_list += collect.decile_sheets(con, home, list(hists), per_sheet, drops=[drop])
     finally:
         con.close()
-    return write_report(home, asset, key, f"{asset}: drop {drop}", sections, sheet_list)
+    sections = [Section(f"{c} histogram", plot=png_bytes(threshold_histogram(h, [], title=f"{c} over drop {drop}")))
+                for c, h in hists.items()]
+    rows = [{"score": c, "min": float(h.edges[0]), "max": float(h.edges[-1]), "pairs": h.rows,
+             "without_value": h.missing} for c, h in hists.items()]
+    first = next(iter(hists), None)
+    lines = [f"{_plural(len(sheet_list[0].rows), 'sample')} on the drop's sheet, "
+             f"{_plural(len(sheet_list), 'contact sheet')} in the report"]
+    glance = glance_markdown(f"{asset}: drop {drop}", lines, glance_png(hists[first]) if first else None,
+                             f"{first} over the drop" if first else "", rows)
+    return write_report(home, asset, key, f"{asset}: drop {drop}", sections, sheet_list, glance=glance)

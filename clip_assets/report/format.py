@@ -57,11 +57,11 @@ def table_cells(rows: Sequence[dict], columns: Sequence[str] | None = None, digi
 
 
 def markdown_rows(rows: Sequence[dict], columns: Sequence[str] | None = None, max_rows: int = 50,
-                  digits: int = 4) -> str:
+                  digits: int = 4, max_chars: int = 80) -> str:
     """A Markdown table of ``rows`` (cells formatted by :func:`fmt`, ``|`` escaped); ``_(no rows)_`` if empty."""
     if not rows:
         return "_(no rows)_"
-    cols, cells = table_cells(rows[:max_rows], columns, digits)
+    cols, cells = table_cells(rows[:max_rows], columns, digits, max_chars)
     esc = lambda s: s.replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(map(esc, cols)) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in cells]

@@ -93,22 +93,25 @@ def html_page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
     return _PAGE.render(title=title, subtitle=subtitle, sections=views)
 
 
+def section_markdown(s: Section, max_rows: int = 30) -> str:
+    """One section as Markdown: its title, text, plot inline (base64 PNG), table, and where its sheets are."""
+    lines = [f"#### {s.title}"]
+    if s.text:
+        lines.append(s.text)
+    if s.plot is not None:
+        lines.append(f"![{s.title}]({data_uri(s.plot)})")
+    if s.rows is not None:
+        lines.append(markdown_rows(s.rows, s.columns, max_rows=max_rows))
+    if s.sheets:
+        lines.append(f"{len(s.sheets)} contact sheets in the report folder, e.g. `{s.sheets[0].png}`")
+    return "\n\n".join(lines)
+
+
 def markdown_summary(title: str, sections: Sequence[Section], report_path: str | None = None,
                      max_rows: int = 30) -> str:
-    """Markdown of the sections marked ``in_markdown``: text, tables, plots inline (base64 PNG), sheet paths."""
+    """Markdown of the sections marked ``in_markdown`` (:func:`section_markdown`), under ``title``."""
     lines = [f"### {title}"]
     if report_path:
         lines.append(f"Full report (open in a browser, no Dagster needed): `{report_path}`")
-    for s in sections:
-        if not s.in_markdown:
-            continue
-        lines.append(f"#### {s.title}")
-        if s.text:
-            lines.append(s.text)
-        if s.plot is not None:
-            lines.append(f"![{s.title}]({data_uri(s.plot)})")
-        if s.rows is not None:
-            lines.append(markdown_rows(s.rows, s.columns, max_rows=max_rows))
-        if s.sheets:
-            lines.append(f"{len(s.sheets)} contact sheets in the report folder, e.g. `{s.sheets[0].png}`")
+    lines += [section_markdown(s, max_rows) for s in sections if s.in_markdown]
     return "\n\n".join(lines)

@@ -11,9 +11,10 @@ import pyarrow as pa
 from matplotlib.figure import Figure  # no pyplot: no global backend state
 
 from clip_assets.core.calibration import auc, pearson, spearman
+from clip_assets.io.catalog import partition_files
 from clip_assets.io.commit import write_table
 from clip_assets.io.tables import drops_with
-from clip_assets.io.warehouse import asset_dir, partition_dir
+from clip_assets.io.warehouse import asset_dir
 from clip_assets.score.drop import KL_COLUMNS
 
 ESTIMATES = [
@@ -31,13 +32,14 @@ CALIBRATION_SCHEMA = pa.schema([("estimate", pa.string()), ("truth", pa.string()
 
 
 def calibration_table(df) -> list[dict]:
-    """Spearman/Pearson of each estimate vs its exact truth, and AUC (aligned vs misaligned/placeholder)."""
+    """Spearman/Pearson of each estimate vs its exact truth, and AUC (aligned vs misaligned/placeholder) for the
+    pair scores (None, a null, for the KL estimates, which do not score a pair)."""
     aligned = ~(df["is_misaligned"].to_numpy() | df["is_placeholder"].to_numpy())
     rows = []
     for est, truth in ESTIMATES:
         x, y = df[est].to_numpy(), df[truth].to_numpy()
         rows.append({"estimate": est, "truth": truth, "spearman": spearman(x, y), "pearson": pearson(x, y),
-                     "auc_aligned": auc(x, aligned) if est in AUC_SCORES else float("nan"), "n": int(len(x))})
+                     "auc_aligned": auc(x, aligned) if est in AUC_SCORES else None, "n": int(len(x))})
     return rows
 
 
@@ -62,10 +64,10 @@ def calibrate(home: Path, landing: Path, drops: list[str]) -> Calibration:
     """Join each drop's scores with its truth, compute :func:`calibration_table`, write
     ``warehouse/score_calibration/score_calibration.parquet``."""
     frames = []
-    for d in drops:
-        ps = pl.read_parquet(partition_dir("pair_scores", d, home) / "*.parquet")
-        kl = pl.read_parquet(partition_dir("kl_stats", d, home) / "*.parquet").select(["uid", *KL_COLUMNS])
-        truth = pl.read_parquet(landing / f"{d}.truth.parquet")
+    for d in drops:  # file lists from Python: a '[' in the data home's path is no glob pattern
+        ps = pl.read_parquet(partition_files("pair_scores", d, home), glob=False)
+        kl = pl.read_parquet(partition_files("kl_stats", d, home), glob=False).select(["uid", *KL_COLUMNS])
+        truth = pl.read_parquet(landing / f"{d}.truth.parquet", glob=False)
         frames.append(ps.join(kl, on="uid").join(truth.drop("drop"), on="uid", how="inner"))
     df = pl.concat(frames)
     rows = calibration_table(df)

@@ -94,16 +94,23 @@ def extremes(sd: ScoredDrop, home: Path, columns: tuple[str, ...], k: int = 5) -
     return rows
 
 
-def histograms(cols: dict[str, np.ndarray], title: str) -> Figure:
-    """One histogram per column (finite values), two rows of panels."""
+def histograms(cols: dict[str, np.ndarray], drop: str) -> Figure:
+    """One histogram per column of one drop (finite values; the count of others in the panel's title), two
+    rows of panels, each with its axes labelled."""
     names = list(cols)
     per_row = (len(names) + 1) // 2
-    fig = Figure(figsize=(3.2 * per_row, 5.5))
-    axes = fig.subplots(2, per_row)
-    for ax, name in zip(np.ravel(axes), names):
-        ax.hist(cols[name][np.isfinite(cols[name])], bins=50, color="#4c72b0")
-        ax.set_title(name, fontsize=9)
+    fig = Figure(figsize=(3.2 * per_row, 6.0))
+    axes = np.ravel(fig.subplots(2, per_row))
+    for ax, name in zip(axes, names):
+        finite = np.isfinite(cols[name])
+        ax.hist(cols[name][finite], bins=50, color="#4c72b0")
+        missing = int((~finite).sum())
+        ax.set_title(name + (f" ({missing:,} without a value)" if missing else ""), fontsize=9)
+        ax.set_xlabel(name, fontsize=8)
+        ax.set_ylabel("pairs per bin", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle(title)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"drop {drop}: {len(next(iter(cols.values()), [])):,} pairs")
     fig.tight_layout()
     return fig

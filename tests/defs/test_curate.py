@@ -192,3 +192,61 @@ def test_curated_subsets_refuses_a_drop_with_incomplete_scores(home):
         assert needle in msg, (needle, msg)
     assert "'s-000'" not in msg
     assert not (home / "warehouse" / "curated_subsets").exists()
+
+
+# ------------------------------------------------------------------------------------------- the report
+def _md_table(md: str) -> dict[str, list[str]]:
+    """First cell -> cells of each body row of the Markdown tables in ``md``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in md.splitlines()
+            if line.startswith("| ") and not line.startswith("|---")]
+    return {r[0]: r for r in rows[1:]}
+
+
+def test_curated_subsets_report_and_since_last_through_the_asset(home):
+    """Through the asset: the summary renders inline (< 1,000 characters) with a plot; the report's kl_text
+    sheets hold the rows they claim; after a second drop the since_last table shows drops added and every
+    subset's threshold and kept count before -> after, and kept per drop sums to each subset's kept count."""
+    import json
+
+    from clip_assets.io.exports import read_summary
+    from clip_assets.report.format import fmt
+    from clip_assets.report.glance import INLINE_LIMIT
+
+    synthetic_pool(home, "s-000", 300, seed=1)
+    config = {"ops": {"curated_subsets": {"config": {"images_per_sheet": 5}}}}
+    first = _materialize(home, [curated_subsets.key], run_config=config)
+    meta1 = first.asset_materializations_for_node("curated_subsets")[0].metadata
+    before = {r["subset"]: r for r in read_summary(home).to_pylist()}
+    assert list(meta1)[0] == "summary" and len(meta1["summary"].value) <= INLINE_LIMIT
+    assert "data:image/png;base64," in meta1["summary"].value and "no earlier report" in meta1["since_last"].value
+    assert meta1["dagster/row_count"].value == 300 and meta1["decision_rows"].value == 300 * len(before)
+    folder = Path(meta1["report"].value).parent
+    kl = before["kl_text"]
+    scores = {r["uid"]: r["text_kl"] for f in sorted((home / "warehouse" / "kl_stats").glob("drop=*/*.parquet"))
+              for r in pq.read_table(f, columns=["uid", "text_kl"]).to_pylist()}
+    keep = {r["uid"]: r["keep"] for f in (home / "warehouse" / "curated_subsets" / "subset=kl_text").glob("*.parquet")
+            for r in pq.read_table(f, columns=["uid", "keep"]).to_pylist()}
+    top = sorted((u for u in keep if keep[u]), key=lambda u: (-scores[u], u))[:5]
+    assert json.loads((folder / "sheets" / "subset-kl_text-kept_top.json").read_text())["uids"] == top
+    near = json.loads((folder / "sheets" / "subset-kl_text-dropped_near.json").read_text())["samples"]
+    assert near and all(not keep[x["uid"]] and x["score"] < kl["threshold"] for x in near)
+    assert [x["uid"] for x in near] == sorted((u for u in keep if not keep[u]), key=lambda u: (-scores[u], u))[:5]
+
+    synthetic_pool(home, "s-001", 200, seed=2)
+    second = _materialize(home, [curated_subsets.key], run_config=config)
+    meta2 = second.asset_materializations_for_node("curated_subsets")[0].metadata
+    after = {r["subset"]: r for r in read_summary(home).to_pylist()}
+    since = meta2["since_last"].value
+    assert len(since) <= INLINE_LIMIT and "drops added: s-001" in since
+    table = _md_table(since)
+    for name, b in before.items():
+        a = after[name]
+        assert table[name][2:5] == [f"{fmt(b['threshold'])} -> {fmt(a['threshold'])}",
+                                    f"{b['kept']:,} -> {a['kept']:,}", f"{a['kept'] - b['kept']:+,}"], name
+    per_drop = _md_table(meta2["kept_per_drop"].value)
+    assert set(per_drop) == {"s-000", "s-001"} and [per_drop[d][1] for d in ("s-000", "s-001")] == ["300", "200"]
+    header = next(line for line in meta2["kept_per_drop"].value.splitlines() if line.startswith("| drop |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    for name, a in after.items():
+        i = cols.index(name)
+        assert sum(int(per_drop[d][i].replace(",", "")) for d in per_drop) == a["kept"], name

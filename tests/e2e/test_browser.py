@@ -12,10 +12,17 @@ Before the browser starts, the automation sensors and the schedules are switched
 mutations the UI's toggles send (see ``_stop_automation``), so the only run is the one the test launches. Screenshots go to ``artifacts/e2e/`` (git-ignored):
 
     01_asset_lineage.png       the global asset lineage (one node per group once several domains exist)
-    02_ingest_graph.png        the ingest group's graph: raw_pairs, rejected_pairs -> catalog
+    02_ingest_graph.png        the ingest group's graph: raw_pairs, rejected_pairs -> links to the groups downstream
     03_launch_dialog.png       the launch dialog with the drop picked as the partition
     04_run_success.png         the run page once the run succeeded
     05_asset_materialized.png  raw_pairs' page afterwards
+    06_asset_summary.png       curated_subsets' page (materialized from the UI): the summary inline, with its plot
+    07_contact_sheet.png       a subset's contact sheet in the static HTML report (opened from disk, file://)
+    08_since_last.png          curated_subsets' page after a second drop: the "since the last materialization" table
+    09_since_last_report.png   the same table in the second report's HTML page
+
+The drop is scored by hand in the score assets' schemas (tests/score_tables.py; no model is trained), and the
+second drop is ingested in the test process with the landing sensor stopped (so no process_drop run starts).
 
 Selectors (the Dagster 1.13 UI has no data-testid on these elements, so the test uses what a person reads):
 * graph:        ``/asset-groups`` (global lineage), then ``/locations/clip_assets/asset-groups/ingest``, whose node
@@ -380,7 +387,7 @@ def _materialize_a_drop_from_the_ui(dagster_dev, browser):
     d.get(f"{base}/locations/clip_assets/asset-groups/ingest")
     node_sel = "svg foreignObject [data-tooltip='raw_pairs']"
     _wait("the raw_pairs node in the ingest graph", lambda: _visible(d, By.CSS_SELECTOR, node_sel)
-          and _visible(d, By.CSS_SELECTOR, "svg foreignObject [data-tooltip='catalog']"), 90)
+          and _visible(d, By.CSS_SELECTOR, "svg foreignObject [data-tooltip='rejected_pairs']"), 90)
     _dismiss_popups(d)
     time.sleep(0.5)
     _shot(d, "02_ingest_graph.png")
@@ -484,6 +491,131 @@ def _materialize_a_drop_from_the_ui(dagster_dev, browser):
         instance.dispose()
     assert list((dagster_dev["home"] / "warehouse" / "raw_pairs" / f"drop={drop}").glob("*.parquet"))
     print(f"\n[e2e] run {run_id}: " + ", ".join(f"{k} at {v:.0f}s" for k, v in timings.items()))
+    _curator_views(dagster_dev, d)
+
+
+def _score_by_hand(home: Path, drop: str) -> None:
+    """pair_scores + kl_stats of an ingested drop in their schemas (seeded numbers; tests/score_tables.py)."""
+    import pyarrow.parquet as pq
+    from score_tables import write_scores
+
+    from clip_assets.io.warehouse import partition_dir
+
+    uids = pq.read_table(partition_dir("raw_pairs", drop, home), columns=["uid"])["uid"].to_pylist()
+    write_scores(home, drop, uids)
+
+
+def _materialize_from_its_page(base: str, d, asset: str, log: Path) -> str:
+    """Click "Materialize" on an unpartitioned asset's page; wait for the run it launched to succeed."""
+    from selenium.webdriver.common.by import By
+
+    d.get(f"{base}/assets/{asset}")
+    button = _wait(f"the Materialize button of {asset}", lambda: _visible(
+        d, By.XPATH, "//button[starts-with(normalize-space(), 'Materialize')]"), 60)[0]
+    _dismiss_popups(d)
+    launched_at = time.time()
+    button.click()
+    query = """{ runsOrError(limit: 10) { ... on Runs { results { runId status creationTime
+        assetSelection { path } } } } }"""
+
+    def launched():
+        for b in _visible(d, By.XPATH, "//div[@role='dialog']//button[normalize-space()='Confirm']"):
+            b.click()  # "Are you sure?": its upstream scores were written outside Dagster, so never materialized
+        runs = _graphql(base, query)["runsOrError"]["results"]
+        return next((r["runId"] for r in runs if r["creationTime"] >= launched_at - 5
+                     and [asset] in [a["path"] for a in r["assetSelection"] or []]), None)
+
+    run_id = _wait(f"the run of {asset} launched from its page", launched, 60, log=log)
+
+    def finished():
+        r = _graphql(base, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                     {"id": run_id})["runOrError"]
+        if r["status"] in {"FAILURE", "CANCELED"}:
+            raise Stop(f"run {run_id} of {asset} ended {r['status']}: see {base}/runs/{run_id} and {log}")
+        return r["status"] == "SUCCESS"
+
+    _wait(f"run {run_id} of {asset} to succeed", finished, RUN_TIMEOUT_S, every=2.0, log=log)
+    return run_id
+
+
+def _latest_metadata(base: str, asset: str) -> dict[str, str]:
+    """label -> value (Markdown/path) of the asset's latest materialization, read through GraphQL."""
+    q = """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset { assetMaterializations(limit: 1) {
+        metadataEntries { label ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path } } } } } }"""
+    (mat,) = _graphql(base, q, {"k": {"path": [asset]}})["assetOrError"]["assetMaterializations"]
+    return {e["label"]: e.get("mdStr") or e.get("path") for e in mat["metadataEntries"]}
+
+
+def _show_asset_page(base: str, d, asset: str, needle: str) -> None:
+    """The asset's page with its latest materialization's metadata, where ``needle`` is shown inline."""
+    from selenium.webdriver.common.by import By
+
+    d.get(f"{base}/assets/{asset}?view=events")
+    found = _wait(f"'{needle}' inline on {asset}'s page", lambda: _visible(
+        d, By.XPATH, f"//*[contains(normalize-space(), '{needle}') and not(*)]"), 60)
+    _dismiss_popups(d)
+    time.sleep(1.0)
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'});"  # vertically only: keep the labels
+                     "for (let e = arguments[0]; e; e = e.parentElement) e.scrollLeft = 0;", found[0])
+    time.sleep(0.5)
+
+
+def _curator_views(dev: dict, d) -> None:
+    """curated_subsets from the UI: its inline summary, a contact sheet, and since-last after a second drop."""
+    from selenium.webdriver.common.by import By
+
+    from clip_assets.io.ingest import ingest_drop
+    from clip_assets.world import write_drops
+
+    base, home, log = dev["base"], dev["home"], dev["log"]
+    _score_by_hand(home, dev["drop"])
+    _materialize_from_its_page(base, d, "curated_subsets", log)
+    meta = _latest_metadata(base, "curated_subsets")
+    assert len(meta["summary"]) < 1000 and "data:image/png;base64," in meta["summary"]  # shown inline by the UI
+    _show_asset_page(base, d, "curated_subsets", "pairs from 1 drop, 8 subsets")
+    inline = [i for i in _visible(d, By.CSS_SELECTOR, "img[src^='data:image/png']") if i.size["width"] > 50]
+    assert inline, "the summary's plot is not shown inline on curated_subsets' page"
+    _shot(d, "06_asset_summary.png")
+
+    report = Path(meta["report"])
+    sheet = json.loads((report.parent / "sheets" / "subset-kl_text-kept_near.json").read_text())
+    assert sheet["count"] == len(sheet["uids"]) > 0 and sheet["subset"] == "kl_text"
+    d.get(report.as_uri())
+    img = _wait("the kl_text sheet in the report", lambda: _visible(
+        d, By.CSS_SELECTOR, "img[src='sheets/subset-kl_text-kept_near.png']"), 30)[0]
+    d.execute_script("arguments[0].scrollIntoView({block: 'start'})", img)  # loading="lazy": load it first
+    _wait("the sheet image to load", lambda: d.execute_script("return arguments[0].complete && "
+                                                             "arguments[0].naturalWidth > 0", img), 30)
+    time.sleep(0.5)
+    _shot(d, "07_contact_sheet.png")
+
+    # a second drop arrives (ingested here, the landing sensor stopped first), is scored, curated_subsets again
+    print(f"\n[e2e] stopped for the second drop: {_stop_sensor(base, 'landing_sensor')}")
+    (path,) = write_drops(home / "landing", drops=1, pairs=150, seed=3, shard_size=150, start=1)
+    ingest_drop(path, home=home)
+    _score_by_hand(home, path.name)
+    _materialize_from_its_page(base, d, "curated_subsets", log)
+    since = _latest_metadata(base, "curated_subsets")["since_last"]
+    assert f"drops added: {path.name}" in since and len(since) < 1000 and "| kl_text | changed |" in since
+    _show_asset_page(base, d, "curated_subsets", "since the last materialization")
+    _shot(d, "08_since_last.png")
+    d.get(Path(_latest_metadata(base, "curated_subsets")["report"]).as_uri() + "#since-the-last-materialization")
+    _wait("the since-last table in the report", lambda: _visible(
+        d, By.XPATH, f"//p[contains(normalize-space(), 'drops added: {path.name}')]"), 30)
+    time.sleep(0.5)
+    _shot(d, "09_since_last_report.png")
+
+
+def _stop_sensor(base: str, name: str) -> str:
+    """Stop one sensor by name with the UI toggle's mutation."""
+    sensors = _graphql(base, """query($r: RepositorySelector!) { sensorsOrError(repositorySelector: $r) {
+        ... on Sensors { results { id name sensorState { status } } } } }""", {"r": REPO_SELECTOR})
+    (sn,) = [x for x in sensors["sensorsOrError"]["results"] if x["name"] == name]
+    if sn["sensorState"]["status"] == "RUNNING":
+        r = _graphql(base, """mutation($id: String) { stopSensor(id: $id) { __typename
+            ... on StopSensorMutationResult { instigationState { status } } } }""", {"id": sn["id"]})
+        assert r["stopSensor"]["instigationState"]["status"] == "STOPPED", r
+    return name
 
 
 def test_install_skips_with_a_reason_where_it_cannot_install(monkeypatch, tmp_path):

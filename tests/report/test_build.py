@@ -211,7 +211,7 @@ def test_report_metadata_and_prune(world_home):
     reps = [build.curated_subsets_report(world_home, f"run-{i}", per_sheet=1, deciles=False) for i in range(3)]
     md = report_metadata(reps[-1])
     assert md["report"].value == str(reps[-1].index) and md["report_url"].value.startswith("file://")
-    assert md["summary"].value == reps[-1].markdown
+    assert md["summary"].value == reps[-1].glance and md["report_details"].value == reps[-1].markdown
     removed = build.prune(world_home, "curated_subsets", keep=2)
     assert removed == [reps[0].folder.name] and not reps[0].folder.exists() and reps[2].index.is_file()
     listing = (reps[0].folder.parent / "index.html").read_text()
@@ -233,4 +233,5 @@ def test_the_three_line_wiring_materializes_in_dagster(world_home):
     (mat,) = result.asset_materializations_for_node("curated_subsets_report_probe")
     index = Path(mat.metadata["report"].value)
     assert index.is_file() and index.parent.name.endswith(result.run_id[:8])
-    assert mat.metadata["summary"].value.startswith("### curated_subsets")
+    assert mat.metadata["report_details"].value.startswith("### curated_subsets")
+    assert mat.metadata["summary"].value.startswith("**curated_subsets**") and len(mat.metadata["summary"].value) < 1000

@@ -6,6 +6,7 @@ only: the engine is :mod:`clip_assets.curate`.
 """
 
 import math
+import time
 
 import dagster as dg
 from pydantic import Field, field_validator
@@ -16,22 +17,21 @@ from clip_assets.curate import steps
 from clip_assets.defs.keys import (CURATED_SUBSETS, CURATION_REPORT, KL_STATS, NGRAM_ANALYSIS, PAIR_SCORES,
                                    RAW_PAIRS)
 from clip_assets.defs.partitions import GLOBAL_GRAIN
-from clip_assets.defs.plots import figure_metadata, markdown_table
+from clip_assets.defs.plots import figure_metadata, markdown_table, report_metadata
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import table_metadata
 from clip_assets.io.exports import subsets_dir
+from clip_assets.report.build import curated_subsets_report, prune
+from clip_assets.report.format import markdown_rows
 
 # The package default is validated when the code location loads: a broken filters.yaml fails `dagster dev` and
 # `dagster definitions validate` with the bad key and value in the message.
 DEFAULT_FILTERS = F.load_filters()
+REPORTS_KEPT = 20  # newest curated_subsets reports kept under <home>/reports/curated_subsets/
 
 
 def _default_filters_doc() -> str:
     return "; ".join(f"{s.name} ({s.rule})" for s in DEFAULT_FILTERS)
-
-
-def _fmt(v) -> str:
-    return "none" if v is None else f"{v:.6g}"
 
 
 def _require_scored_pool(home: HomeResource, consumer: dg.AssetKey, assets=(PAIR_SCORES, KL_STATS)) -> None:
@@ -45,10 +45,19 @@ def _require_scored_pool(home: HomeResource, consumer: dg.AssetKey, assets=(PAIR
 # -------------------------------------------------------------------------------------------- curated_subsets
 class CuratedSubsetsConfig(dg.Config):
     """filters_path: a filters YAML in the format of the package default (clip_assets/curate/filters.yaml);
-    empty = the package default. threads: DuckDB threads (0 = DuckDB's default, every core)."""
+    empty = the package default. threads: DuckDB threads (0 = DuckDB's default, every core). images_per_sheet:
+    thumbnails on each contact sheet of the report (bounds its cost)."""
 
     filters_path: str = ""
     threads: int = Field(0, ge=0)
+    images_per_sheet: int = Field(24, ge=1, le=200)
+
+
+def _sheets_md(rep) -> str:
+    """One row per contact sheet: its title, images, and the PNG and JSON (uids in grid order) paths."""
+    return markdown_rows([{"sheet": f.title, "images": f.count, "unreadable": f.unreadable,
+                           "png": str(rep.folder / f.png), "uids": str(rep.folder / f.json)} for f in rep.sheets],
+                         max_rows=200, max_chars=200)
 
 
 @dg.asset(
@@ -64,7 +73,7 @@ class CuratedSubsetsConfig(dg.Config):
         "(pool, kept, threshold, k). Thresholds are computed by DuckDB over the Parquet, never in memory. "
         "Refuses a drop whose scores do not cover its raw_pairs. "
         "Filters are configured in one YAML (run config filters_path; default: the package's filters.yaml: "
-        f"{_default_filters_doc()}). Parquet: warehouse/curated_subsets/subset=<name>/ and subset_summary.parquet;"
+        f"{_default_filters_doc()}). Parquet: `warehouse/curated_subsets/subset=<name>/` and subset_summary.parquet;"
         " DuckDB views curated_subsets and subset_summary. Export with `clip-assets export SUBSET`."
     ),
     group_name="curate",
@@ -91,17 +100,27 @@ def curated_subsets(context: dg.AssetExecutionContext, config: CuratedSubsetsCon
     except ValueError as e:
         raise dg.Failure(f"curated_subsets: {e}") from None
     pool, results = out.pool, out.results
-    rows = [{"subset": r.name, "rule": r.rule, "pool": r.pool, "kept": r.kept, "kept_fraction": r.kept_fraction,
-             "k": "" if r.k is None else r.k, "threshold": _fmt(r.threshold)} for r in results]
+    rows = [{"subset": r.name, "rule": r.rule, "pool": r.pool, "kept": r.kept, "kept_share": r.kept_fraction,
+             "k": r.k, "threshold": r.threshold} for r in results]
+    t0 = time.perf_counter()
+    rep = curated_subsets_report(home.path(), context.run_id, per_sheet=config.images_per_sheet)
+    report_s = time.perf_counter() - t0
+    prune(home.path(), "curated_subsets", keep=REPORTS_KEPT)  # ~11 MB each on the demo pool
+    context.log.info(f"report {rep.index}: {len(rep.sheets)} contact sheets in {report_s:.1f}s")
     metadata = {
-        "dagster/row_count": sum(r.pool for r in results),
+        **report_metadata(rep),  # the summary first: the UI shows it inline on the asset's page
+        "since_last": dg.MetadataValue.md(rep.inline["since_last"]),
+        "kept_per_drop": dg.MetadataValue.md(rep.parts["Kept per drop"]),
+        "contact_sheets": dg.MetadataValue.md(_sheets_md(rep)),
+        # one decision row per pool row per subset is stored; the pool is what a curator compares with
+        "dagster/row_count": pool.rows, "decision_rows": sum(r.pool for r in results),
         "pool": pool.rows, "pool_rows_before_dedupe": pool.rows_before_dedupe,
         "duplicates_removed": pool.duplicates_removed, "drops": len(pool.drops),
         "model_ids": ", ".join(pool.model_ids), "reference_ids": ", ".join(pool.reference_ids),
         "filters_file": config.filters_path or str(F.DEFAULT_FILTERS_PATH),
         "subsets": markdown_table(rows, max_rows=50),
-        "kept_fractions": figure_metadata(R.subsets_plot(results)),
         "seconds": round(out.seconds, 3), "pairs_per_s": round(pool.rows / out.seconds, 1) if out.seconds > 0 else 0.0,
+        "report_seconds": round(report_s, 2),
         "path": dg.MetadataValue.path(str(subsets_dir(home.path()))),
     }
     for r in results:
@@ -135,7 +154,7 @@ class CurationReportConfig(dg.Config):
     key=CURATION_REPORT,
     deps=[CURATED_SUBSETS],
     description=(
-        "Synthetic world only (drops with <landing>/<drop>.truth.parquet; skipped without them): every filter of "
+        "Synthetic world only (drops with `<landing>/<drop>.truth.parquet`; skipped without them): every filter of "
         "curated_subsets evaluated at the SAME keep-fraction (config keep_fraction, default 0.25; threshold filters "
         "such as laion keep their own threshold and the table says so), with the ground truth of the kept pairs: "
         "share truly aligned (neither misaligned nor a placeholder), share misaligned, share placeholders, share of "
@@ -213,7 +232,7 @@ class NgramConfig(dg.Config):
     description=(
         "PAPER.md section 2: captions split into 10 equal-size deciles by KL (text side: text_kl of the caption; "
         "image side: image_kl of its image), and per decile the share of all 1/2/3-gram occurrences (lower-cased "
-        "word tokens padded with <s> and </s>) covered by the decile's top-K n-grams, K = 50, 100, 500, 1000; plus "
+        "word tokens padded with `<s>` and `</s>`) covered by the decile's top-K n-grams, K = 50, 100, 500, 1000; plus "
         "the Pearson correlation of KL with caption length, vocabulary size and type-token ratio. Low-KL "
         "(generic) deciles are dominated by few n-grams. Pool deduplicated by uid like curated_subsets; at most "
         "max_rows captions (a seeded sample). Parquet warehouse/ngram_analysis/, DuckDB views ngram_coverage and "

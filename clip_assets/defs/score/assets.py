@@ -13,13 +13,14 @@ from pydantic import Field
 from clip_assets.defs.keys import (CONTRASTIVE_MODEL, EMBEDDINGS, KL_STATS, PAIR_SCORES, REFERENCE_SET,
                                    SCORE_CALIBRATION)
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
-from clip_assets.defs.plots import figure_metadata, markdown_table
+from clip_assets.defs.plots import figure_metadata, markdown_table, report_metadata
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import column_schema, table_metadata
 from clip_assets.io.completeness import partition_rows
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.reference import sample_reference, write_reference
 from clip_assets.io.tables import drops_with
+from clip_assets.report.build import drop_report
 from clip_assets.score import calibration as C
 from clip_assets.score import drop as S
 
@@ -131,10 +132,14 @@ def scores(context: dg.AssetExecutionContext, config: ScoreConfig, home: HomeRes
     common = {"dagster/row_count": n, "drop": drop, "model_id": ref.model_id, "reference_id": ref.reference_id,
               "reference_n": ref.n, "logit_scale_a": sd.logit_scale, "seconds": round(sd.seconds, 3),
               "pairs_per_s": round(n / sd.seconds, 1) if sd.seconds > 0 else 0.0}
-    for key, cols, ex in ((PAIR_SCORES, S.PAIR_COLUMNS, ("clip_score", "log_r_img", "log_r_txt")),
-                          (KL_STATS, S.KL_COLUMNS, ("text_kl", "text_klr", "image_kl"))):
+    # per asset: its columns, the extremes listed, the histograms of its report (KL: with decile sheets)
+    for key, cols, ex, shown in (
+            (PAIR_SCORES, S.PAIR_COLUMNS, ("clip_score", "log_r_img", "log_r_txt"), ("clip_score", "log_r_img")),
+            (KL_STATS, S.KL_COLUMNS, ("text_kl", "text_klr", "image_kl"), ("text_kl", "image_kl"))):
+        rep = drop_report(h, key.to_user_string(), drop, context.run_id, columns=shown, deciles=key == KL_STATS)
         yield dg.MaterializeResult(asset_key=key, metadata={
-            **common, "histograms": figure_metadata(S.histograms({c: st[c] for c in cols if c in st}, drop)),
+            **report_metadata(rep), **common,
+            "histograms": figure_metadata(S.histograms({c: st[c] for c in cols if c in st}, drop)),
             "examples": markdown_table(S.extremes(sd, h, ex), max_rows=30)})
     finite = all(np.isfinite(st[c]).all() for c in st)
     named = {"drop": drop}
