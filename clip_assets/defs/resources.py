@@ -27,7 +27,8 @@ class HomeResource(dg.ConfigurableResource):
         return config.landing_dir(self.path())
 
     def refresh_catalog(self) -> list[str]:
-        """Re-create the DuckDB views (only the catalog asset calls this, in the ``duckdb`` pool)."""
+        """Re-create the DuckDB views (the catalog asset calls this, in the ``duckdb`` pool; ``catalog.connect``
+        also rebuilds them when a versioned partition pointer has moved since the last build)."""
         return catalog.refresh_views(self.path())
 
     def require_complete(self, asset: dg.AssetKey, drops: Iterable[str], consumer: dg.AssetKey,

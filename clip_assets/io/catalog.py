@@ -254,15 +254,27 @@ def refresh_views(home: Path | None = None) -> list[str]:
     return [name for name, _ in planned]
 
 
-@contextmanager
-def scratch(threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection for work over Parquet files (no catalog, no lock)."""
-    config: dict = {"preserve_insertion_order": False}
+def memory_connection(threads: int | None = None, ordered: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection for work over Parquet files (no catalog, no lock); the caller closes it.
+
+    Parquet min/max statistics written by pyarrow leave NaN out, and DuckDB (2.0) trusts them: with statistics
+    propagation and filter pushdown on, ``WHERE isnan(x)`` finds no row of such a file. Both optimizers are off
+    here, so NaN is always seen (measured: 0 of 1 NaN rows found with either one on, 1 of 1 with both off).
+    """
+    config: dict = {"preserve_insertion_order": ordered}
     if threads:
         config["threads"] = int(threads)
     con = duckdb.connect(config=config)
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET disabled_optimizers = 'statistics_propagation,filter_pushdown'")
+    return con
+
+
+@contextmanager
+def scratch(threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """:func:`memory_connection` as a context manager."""
+    con = memory_connection(threads)
     try:
-        con.execute("SET enable_progress_bar = false")
         yield con
     finally:
         con.close()

@@ -54,6 +54,7 @@ from clip_assets.io.batches import normalize
 from clip_assets.io.commit import write_json
 from clip_assets.io.images import decode_resize
 from clip_assets.io.tables import drops_with, read_partition
+from clip_assets.models.embed import MODEL_INPUT_COLUMNS
 from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, TrainResult, train_contrastive
 from clip_assets.world import World
@@ -62,7 +63,6 @@ IWL_DIR = "iwl"
 MANIFEST = "manifest.json"
 DEFAULT_TEMPLATE = "a photo of a {}"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-POINTER_COLUMNS = ["uid", "caption", "tar_path", "offset", "size"]
 
 
 def iwl_root(home: Path | None = None) -> Path:
@@ -143,7 +143,7 @@ def _pool_part(drop: str, home: Path | None, prompt: str | None) -> _PoolPart:
     if prompt not in prompts:
         raise ValueError(f"drop {drop!r} has no importance weights for prompt {prompt!r}; stored prompts: {prompts}")
     w = w.filter(pc.equal(w.column("prompt"), prompt))
-    raw = _read_asset("raw_pairs", drop, home, columns=POINTER_COLUMNS)
+    raw = _read_asset("raw_pairs", drop, home, columns=list(MODEL_INPUT_COLUMNS))
     lw_by_uid = dict(zip(w.column("uid").to_pylist(), w.column("log_weight").to_numpy(zero_copy_only=False)))
     uids = raw.column("uid").to_pylist()
     keep = np.fromiter((u in lw_by_uid for u in uids), dtype=bool, count=len(uids))

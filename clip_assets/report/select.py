@@ -14,6 +14,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
+from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
@@ -27,13 +28,8 @@ MAX_PER_SHEET = 200
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection (reads Parquet only; never the catalog file, so no lock)."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    # Parquet min/max statistics leave NaN out (pyarrow writes min 1, max 4 for [NaN, 1, .., 4]); DuckDB's
-    # statistics propagation then folds isnan(x) to false and keeps NaN rows. Without it NaN is seen.
-    con.execute("SET disabled_optimizers = 'statistics_propagation'")
-    return con
+    """An in-memory DuckDB connection (reads Parquet only; never the catalog file, so no lock; NaN always seen)."""
+    return catalog.memory_connection(ordered=True)
 
 
 def files(asset: str, home: Path | None, drops: Sequence[str] | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import duckdb
@@ -125,3 +126,24 @@ def test_a_partition_without_a_drop_column_gets_it_from_its_own_folder(weird_hom
     catalog.refresh_views(weird_home)
     rows = catalog.query("SELECT drop, count(*) AS n FROM importance_weights GROUP BY 1", home=weird_home).to_pylist()
     assert rows == [{"drop": "a", "n": 2}]
+
+
+def test_memory_connection_sees_nan_in_pyarrow_parquet(tmp_path):
+    """pyarrow's min/max statistics leave NaN out; DuckDB trusts them, and ``WHERE isnan(x)`` then finds
+    nothing on a plain connection (asserted, so this test notices when DuckDB changes). The one in-memory
+    connection helper must see the NaN row."""
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"x": [math.nan, 1.0, 2.0, 3.0, 4.0]}), path)
+    q = "SELECT (SELECT count(*) FROM read_parquet($p) WHERE isnan(x)), (SELECT count(*) FROM read_parquet($p) WHERE x > 3.5)"
+    plain = duckdb.connect()
+    try:
+        assert plain.execute(q, {"p": str(path)}).fetchone() == (0, 2)  # the hazard: the NaN row is not found
+    finally:
+        plain.close()
+    con = catalog.memory_connection()
+    try:
+        assert con.execute(q, {"p": str(path)}).fetchone() == (1, 2)  # NaN sorts above every number in DuckDB
+    finally:
+        con.close()
+    with catalog.scratch() as con:
+        assert con.execute(q, {"p": str(path)}).fetchone() == (1, 2)
