@@ -138,7 +138,30 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-class StagedDir:
+class _CommitOnExit:
+    """``with`` support shared by the staged writers: commit when the block succeeds, abort when it raises."""
+
+    _done: bool
+
+    def commit(self):  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class StagedDir(_CommitOnExit):
     """A folder built under a hidden staging name and swapped in by :meth:`commit`."""
 
     def __init__(self, final_dir: str | os.PathLike, versioned: bool = False, commit_id: str | None = None):
@@ -197,17 +220,6 @@ class StagedDir:
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
         self._done = True
-
-    def __enter__(self) -> "StagedDir":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def stage_dir(final_dir: str | os.PathLike, versioned: bool = False) -> StagedDir:
@@ -308,7 +320,7 @@ def _trash_for(final_dir: Path) -> Path:
     return final_dir.parent / f"{TRASH_PREFIX}{final_dir.name}-{time.time_ns():020d}"
 
 
-class StagedDirs:
+class StagedDirs(_CommitOnExit):
     """Several folders, each built in staging, swapped in by one journalled :meth:`commit` (see module doc)."""
 
     def __init__(self, final_dirs: list[str | os.PathLike], versioned: bool = False):
@@ -351,17 +363,6 @@ class StagedDirs:
             for d in self.dirs:
                 d.abort()
         self._done = True
-
-    def __enter__(self) -> "StagedDirs":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def stage_dirs(final_dirs: list[str | os.PathLike], versioned: bool = False) -> StagedDirs:
