@@ -167,10 +167,15 @@ def evaluate_and_report(h: Path, settings: EvalSettings, log: Callable[[str], No
 
 
 def metrics_valid(result: dict) -> bool:
-    """Every seed of the manifest evaluated; every accuracy and F1 finite in [0, 1]."""
-    values = [r[k] for r in result["per_seed"] for k in r if k != "seed"]
-    return bool(len(result["per_seed"]) == len(result["manifest"]["seeds"])
-                and all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in values))
+    """Every seed of the manifest evaluated; every accuracy and F1 finite in [0, 1], every IWL - baseline delta
+    finite in [-1, 1] (a delta may be negative: IWL can lose on a seed)."""
+    def ok(key: str, v: float) -> bool:
+        low = -1.0 if "_delta_" in key else 0.0
+        return bool(np.isfinite(v) and low <= v <= 1.0)
+
+    rows = result["per_seed"]
+    return bool(len(rows) == len(result["manifest"]["seeds"])
+                and all(ok(k, v) for r in rows for k, v in r.items() if k != "seed"))
 
 
 def bar_plot(per_class: list[dict], summary: dict) -> Figure:

@@ -48,6 +48,17 @@ def test_metrics_valid_catches_missing_seeds_and_bad_values():
     assert not metrics_valid(over)
 
 
+def test_metrics_valid_accepts_a_seed_where_iwl_loses():
+    """The per-seed rows carry IWL - baseline deltas; a negative one is a result, not a bad value (the 5-seed demo
+    has such a seed and its blocking check failed on it)."""
+    worse = _result({"iwl": 0.5, "baseline": 0.6})
+    for r in worse["per_seed"]:
+        r["target_delta_macro_f1"] = r["target_macro_f1_iwl"] - r["target_macro_f1_baseline"]
+    assert worse["per_seed"][0]["target_delta_macro_f1"] < 0 and metrics_valid(worse)
+    worse["per_seed"][1]["target_delta_macro_f1"] = -1.5
+    assert not metrics_valid(worse)
+
+
 def test_bar_plot_draws_both_panels():
     r = _result({"iwl": 0.6, "baseline": 0.5})
     fig = bar_plot(r["per_class"], r["summary"])
