@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from clip_assets.config import exports_dir
 from clip_assets.io.catalog import load_sql, partition_files, scratch
 from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_npy
-from clip_assets.io.drops import SIDECAR_SCHEMA, ShardWriter, close_handles, read_pointer
+from clip_assets.io.drops import SIDECAR_SCHEMA, ShardWriter, close_handles, read_pointer, success_row
 from clip_assets.io.tables import drops_with
 from clip_assets.io.warehouse import asset_dir
 
@@ -248,14 +248,9 @@ def _export_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: 
         while row is not None:
             key = f"{shard.shard}{i:0{width}d}"
             data = _read_image(images, row)
-            meta = {
-                "caption": row["caption"], "url": row["url"], "key": key, "status": "success",
-                "error_message": None, "width": row["width"], "height": row["height"],
-                "original_width": row["width"], "original_height": row["height"], "exif": None,
-                "sha256": row["image_sha256"] or hashlib.sha256(data).hexdigest(),
-                "uid": row["uid"], "source_drop": row["drop"], "source_shard": row["shard"],
-                "source_key": row["key"],
-            }
+            meta = success_row(key, row["caption"], row["url"], row["width"], row["height"], data,
+                               row["image_sha256"], uid=row["uid"], source_drop=row["drop"],
+                               source_shard=row["shard"], source_key=row["key"])
             shard.add(key, data, row["image_format"] or "jpg", row["caption"], meta)
             i += 1
             row = next(rows, None) if i < samples_per_shard else None

@@ -54,12 +54,10 @@ import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from clip_assets.io.commit import remove, write_table
-from clip_assets.io.drops import POINTER_COLUMNS, read_pointer
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS, read_pointer
 from clip_assets.io.images import decode_rgb, sniff_format
 from clip_assets.models.loading import LoadedModel, torch_threads
 
-# the pointer columns (io.drops.POINTER_COLUMNS) a model reads: the uid, the caption and where the image bytes are
-MODEL_INPUT_COLUMNS = tuple(c for c in POINTER_COLUMNS if c in ("uid", "caption", "tar_path", "offset", "size"))
 _PART_RE = re.compile(r"^part-(.+)\.parquet$")
 META_MODEL_ID = b"clip_assets.model_id"
 META_MODEL = b"clip_assets.model"

@@ -25,9 +25,8 @@ from PIL import Image
 from clip_assets.core.calibration import spearman
 from clip_assets.core.scores import log_ratio_image_conditioned
 from clip_assets.io.batches import decode_all, normalize
-from clip_assets.io.drops import index_drop
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS, index_drop
 from clip_assets.io.images import decode_resize
-from clip_assets.models.embed import MODEL_INPUT_COLUMNS
 from clip_assets.models.loading import LoadedModel
 from clip_assets.world import World
 

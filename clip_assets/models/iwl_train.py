@@ -52,9 +52,9 @@ from clip_assets.core.iwl import (
 )
 from clip_assets.io.batches import normalize
 from clip_assets.io.commit import write_json
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS
 from clip_assets.io.images import decode_resize
 from clip_assets.io.tables import drops_with, read_partition
-from clip_assets.models.embed import MODEL_INPUT_COLUMNS
 from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, TrainResult, train_contrastive
 from clip_assets.world import World

@@ -52,7 +52,7 @@ from clip_assets.core.iwl import weighted_clip_loss
 from clip_assets.io.commit import stage_dir, write_json
 from clip_assets.models import small
 from clip_assets.io.batches import normalize
-from clip_assets.io.drops import close_handles, index_drop, read_pointer
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, index_drop, read_pointer
 from clip_assets.io.images import decode_resize
 from clip_assets.models.evaluate import zero_shot_accuracy
 from clip_assets.models.loading import (CONFIG_FILE, PRECISIONS, LoadedModel, ModelSpec, load_model, resolve_device,
@@ -212,7 +212,7 @@ def _prepare_data(drop: Any, config: TrainConfig, image_size: int, world: Any, s
             world, world_sha = _world_for(drop_dir)
     else:
         tables = list(drop)
-    ptr = pa.concat_tables([t.select(["uid", "caption", "tar_path", "offset", "size"]) for t in tables])
+    ptr = pa.concat_tables([t.select(list(MODEL_INPUT_COLUMNS)) for t in tables])
     weights = _check_weights(sample_weights, ptr.num_rows)
     if config.max_pairs is not None:
         ptr = ptr.slice(0, config.max_pairs)

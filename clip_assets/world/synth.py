@@ -19,7 +19,6 @@ after it, so a landing-folder sensor never sees a partial drop nor a drop withou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_text
-from clip_assets.io.drops import ShardWriter
+from clip_assets.io.drops import ShardWriter, success_row
 from clip_assets.io.uid import compute_uid
 from clip_assets.world.render import IMAGE_FORMATS, encode_image
 from clip_assets.world.world import PairSample, World
@@ -168,19 +167,8 @@ def _synth_shard(
     writer = ShardWriter(stage, shard)
     for key, caption, latent in zip(keys, captions, sample.latent):
         image = encode_image(world.render(int(latent), rng), image_format)
-        meta = {
-            "caption": caption,
-            "url": f"{URL_ROOT}/{drop}/{key}.{image_format}",
-            "key": key,
-            "status": "success",
-            "error_message": None,
-            "width": world.image_size,
-            "height": world.image_size,
-            "original_width": world.image_size,
-            "original_height": world.image_size,
-            "exif": None,
-            "sha256": hashlib.sha256(image).hexdigest(),
-        }
+        meta = success_row(key, caption, f"{URL_ROOT}/{drop}/{key}.{image_format}", world.image_size,
+                           world.image_size, image)
         writer.add(key, image, image_format, caption, meta)
         uids.append(compute_uid(image, caption))
     writer.close(start_time=float(shard), end_time=float(shard + 1))  # a synthetic clock: same bytes every run

@@ -45,6 +45,8 @@ POINTER_SCHEMA = pa.schema([
     ("offset", pa.int64()), ("size", pa.int64()),
 ])
 POINTER_COLUMNS = tuple(POINTER_SCHEMA.names)
+# what a model reads of a pointer row: the uid, the caption and where the image bytes are
+MODEL_INPUT_COLUMNS = ("uid", "caption", "tar_path", "offset", "size")
 
 
 def shard_id(index: int) -> str:

@@ -9,6 +9,7 @@ names and encode whole sample dicts, and offers nothing else we use. Every file 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -19,6 +20,15 @@ from clip_assets.io.commit import StagedDir
 from clip_assets.io.drops.layout import SIDECAR_SCHEMA, shard_id, sidecar_name, stats_name, tar_name
 
 TAR_MODE = 0o444
+
+
+def success_row(key: str, caption: str, url: str, width: int, height: int, image: bytes,
+                sha256: str | None = None, **extra) -> dict:
+    """The sidecar / ``{key}.json`` row of a sample written whole: img2dataset's columns in their order
+    (``status`` success, the size as original size, ``sha256`` of ``image`` unless given), then ``extra``."""
+    return {"caption": caption, "url": url, "key": key, "status": "success", "error_message": None,
+            "width": width, "height": height, "original_width": width, "original_height": height, "exif": None,
+            "sha256": sha256 or hashlib.sha256(image).hexdigest(), **extra}
 
 
 def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
