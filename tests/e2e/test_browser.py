@@ -510,11 +510,16 @@ def _materialize_from_its_page(base: str, d, asset: str, log: Path) -> str:
     from selenium.webdriver.common.by import By
 
     d.get(f"{base}/assets/{asset}")
-    button = _wait(f"the Materialize button of {asset}", lambda: _visible(
-        d, By.XPATH, "//button[starts-with(normalize-space(), 'Materialize')]"), 60)[0]
+    xpath = "//button[starts-with(normalize-space(), 'Materialize')]"
+    _wait(f"the Materialize button of {asset}", lambda: _visible(d, By.XPATH, xpath), 60)
     _dismiss_popups(d)
     launched_at = time.time()
-    button.click()
+
+    def click() -> bool:  # found again on each try: the page may re-render the button (a stale element)
+        _visible(d, By.XPATH, xpath)[0].click()
+        return True
+
+    _wait(f"a click on the Materialize button of {asset}", click, 30)
     query = """{ runsOrError(limit: 10) { ... on Runs { results { runId status creationTime
         assetSelection { path } } } } }"""
 
