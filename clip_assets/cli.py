@@ -37,6 +37,9 @@ from clip_assets.io.drops import scan_landing, validate_drop_name
 
 
 def _instance():
+    """The Dagster instance of this project (DAGSTER_HOME, else the project's dagster.yaml, else ephemeral); use it
+    as a context manager (``with _instance() as instance:``), as Dagster's own CLI does, so that it is disposed and
+    Dagster's process-wide state points at it only while the command runs."""
     if not os.environ.get("DAGSTER_HOME"):
         root = config.project_root()
         if root is not None and (root / "dagster.yaml").is_file():
@@ -251,7 +254,11 @@ def materialize(select: str | None, drops: list[str] | None, all_drops: bool, sk
 
     if run_config:
         validate_run_config(run_config, defs)
-    instance = _instance()
+    with _instance() as instance:
+        return _materialize(defs, instance, select, drops, all_drops, skip_global, log, run_config, verbose)
+
+
+def _materialize(defs, instance, select, drops, all_drops, skip_global, log, run_config, verbose) -> dict:
     todo = _resolve_drops(instance, drops, all_drops)
     graph = defs.resolve_asset_graph()
     sel = dg.AssetSelection.from_string(select) if select else dg.AssetSelection.all()
@@ -304,7 +311,11 @@ def _print_timings(timings: dict[str, float]) -> None:
 def cmd_status(args) -> int:
     from clip_assets.definitions import defs  # see _run
 
-    instance = _instance()
+    with _instance() as instance:
+        return _status(defs, instance, args)
+
+
+def _status(defs, instance, args) -> int:
     known = set(instance.get_dynamic_partitions(drops_partitions.name))
     graph = defs.resolve_asset_graph()
     per_drop_keys = sorted(dg.AssetSelection.tag("grain", "drop").resolve(graph), key=lambda k: k.to_user_string())

@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import tarfile
+import traceback
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,53 @@ import pytest
 from PIL import Image
 
 from clip_assets.io.drops import SIDECAR_SCHEMA
+
+
+_OPEN_INSTANCES: dict[int, tuple[weakref.ref, str]] = {}  # id -> (instance, where the test entered it)
+
+
+def _entered_at() -> str:
+    frames = [f for f in traceback.extract_stack()[:-2] if "/tests/" in f.filename.replace("\\", "/")]
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "outside the tests"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _track_dagster_instances():
+    """Record every DagsterInstance a test enters and whether it is exited again (see dagster_instances_exited)."""
+    import dagster as dg
+
+    enter, exit_ = dg.DagsterInstance.__enter__, dg.DagsterInstance.__exit__
+
+    def tracked_enter(self):
+        _OPEN_INSTANCES[id(self)] = (weakref.ref(self), _entered_at())
+        return enter(self)
+
+    def tracked_exit(self, *exc):
+        _OPEN_INSTANCES.pop(id(self), None)
+        return exit_(self, *exc)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dg.DagsterInstance, "__enter__", tracked_enter)
+        mp.setattr(dg.DagsterInstance, "__exit__", tracked_exit)
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dagster_instances_exited(_track_dagster_instances, request):
+    """Fails the module that enters a DagsterInstance and never exits it.
+
+    Entering an instance sets a process-wide context variable (its definitions-state storage) until the instance
+    is exited. A sensor or schedule context built with resources but never closed (no ``with``) enters an instance
+    it never exits; when the garbage collector later finalizes it, the variable is reset to whatever was current
+    when it was entered, often the storage of an instance that is gone by then. Every later ``dg.materialize`` in
+    the process then fails with "Attempted to resolve undefined DagsterInstance weakref", at a time that depends
+    on when the collector runs (it broke 12 unrelated tests in one CI run and none locally). Tracking enter/exit
+    finds the cause deterministically, whenever the collector runs."""
+    yield
+    left = sorted(where for _, where in _OPEN_INSTANCES.values())
+    _OPEN_INSTANCES.clear()
+    assert not left, (f"{request.node.nodeid} entered Dagster instance(s) it never exited, at {', '.join(left)}: "
+                      "build sensor/schedule/op contexts as `with dg.build_..._context(...) as ctx:`")
 
 
 @pytest.fixture

@@ -17,8 +17,10 @@ from conftest import build_drop, jpeg_bytes
 
 
 def _sensor(instance, home):
-    ctx = dg.build_sensor_context(instance=instance, resources={"home": HomeResource(home=str(home))})
-    return landing_sensor(ctx)
+    # a context with resources must be closed (the `with`): left open, what it entered outlives its instance
+    # (see tests/conftest.py's dagster_context_is_clean)
+    with dg.build_sensor_context(instance=instance, resources={"home": HomeResource(home=str(home))}) as ctx:
+        return landing_sensor(ctx)
 
 
 def _apply(instance, result):
@@ -157,8 +159,9 @@ def test_a_drop_relanded_with_other_contents_is_reprocessed_cleanly(home):
         res = _sensor(inst, home)
         assert [(r.partition_key, r.tags.get("clip_assets/trigger")) for r in res.run_requests] == [("d", "reland")]
         assert res.run_requests[0].run_key.startswith("reland:d:")
-        sched = catchup_schedule(dg.build_schedule_context(instance=inst, resources=resources,
-                                                           repository_def=defs.get_repository_def()))
+        with dg.build_schedule_context(instance=inst, resources=resources,
+                                       repository_def=defs.get_repository_def()) as ctx:
+            sched = catchup_schedule(ctx)
         assert [r.run_key for r in sched] == [res.run_requests[0].run_key]  # the same run, never two
 
         again = dg.materialize(list(defs.assets), selection=keys, partition_key="d", instance=inst,
