@@ -187,3 +187,16 @@ def test_duckdb_reads_parquet_on_the_store_through_the_registered_filesystem(s3_
     glob = con.sql(f"SELECT \"drop\", count(*), sum(v) FROM read_parquet('{table}/*/*.parquet', "
                    "hive_partitioning = true) GROUP BY ALL ORDER BY 1")  # the partition column comes from the path
     assert glob.fetchall() == [("d1", 3, 6), ("d2", 2, 30)]
+
+
+def test_local_ranged_reads_refuse_short_reads_and_missing_files_by_name(tmp_path):
+    f = tmp_path / "x.bin"
+    fs.write_bytes_atomic(f, b"0123456789")
+    assert fs.read_range(f, 2, 3) == b"234" and fs.read_range(f"file://{f}", 9, 1) == b"9"
+    with pytest.raises(OSError, match=rf"short read: 2 of 5 bytes at offset 8 of {f}$"):
+        fs.read_range(f, 8, 5)
+    with pytest.raises(OSError, match=rf"short read: 0 of 5 bytes at offset 20 of {f}$"):
+        fs.read_range(f, 20, 5)
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope.bin")):
+        fs.read_range(tmp_path / "nope.bin", 0, 1)
+    assert sorted(os.listdir(tmp_path)) == ["x.bin"]  # the atomic write left no temporary file
