@@ -10,6 +10,7 @@ dot of its last path component, folder included (``a/000.jpg`` and ``b/000.txt``
 from __future__ import annotations
 
 import json
+import operator
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, BinaryIO, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clip_assets.io import fs
 from clip_assets.io.drops.layout import (
     IMAGE_EXTS, POINTER_SCHEMA, SHARD_RE, sidecar_name, stats_name, tar_name,
 )
@@ -185,21 +187,35 @@ def parse_meta(meta_bytes: bytes | None) -> tuple[dict, str | None]:
 
 
 def read_pointer(tar_path: str | os.PathLike, offset: int, size: int,
-                 handles: dict[str, BinaryIO] | None = None) -> bytes:
+                 handles: dict[str, Any] | None = None) -> bytes:
     """The ``size`` bytes at ``offset`` of ``tar_path`` (a raw_pairs pointer; no tar parsing).
 
-    ``handles`` is a cache of open files for many reads in a row: the current tar stays open (at most one file
-    open per cache); close them with :func:`close_handles`. Raises OSError on a short read or a missing file.
+    ``tar_path`` is a local path or an object-store URL (``s3://bucket/.../00000.tar``, see
+    :mod:`clip_assets.io.fs`); on a store this is one ranged read of exactly that member, never a download of
+    the tar. ``handles`` is a cache of open files for many reads in a row: the current tar stays open (at most
+    one file open per cache); close them with :func:`close_handles`. Raises OSError on a short read or a
+    missing file or object.
     """
     key = str(tar_path)
+    remote = _is_remote_url(key)
     if handles is None:
+        if remote:
+            with fs.open_input_file(key) as fh:
+                return fs.read_at(fh, key, operator.index(offset), operator.index(size))
         with open(key, "rb") as fh:
             return _read_at(fh, key, offset, size)
     fh = handles.get(key)
     if fh is None:
         close_handles(handles)
-        fh = handles[key] = open(key, "rb")
+        fh = handles[key] = fs.open_input_file(key) if remote else open(key, "rb")
+    if remote:
+        return fs.read_at(fh, key, operator.index(offset), operator.index(size))
     return _read_at(fh, key, offset, size)
+
+
+def _is_remote_url(path: str) -> bool:
+    """An object-store URL; anything else (``file://`` and unknown schemes included) is opened as a local path."""
+    return "://" in path and path.split("://", 1)[0].lower() in fs.REMOTE_SCHEMES
 
 
 def _read_at(fh: BinaryIO, path: str, offset: int, size: int) -> bytes:
@@ -210,7 +226,8 @@ def _read_at(fh: BinaryIO, path: str, offset: int, size: int) -> bytes:
     return data
 
 
-def close_handles(handles: dict[str, BinaryIO]) -> None:
+def close_handles(handles: dict[str, Any]) -> None:
+    """Close every file a :func:`read_pointer` cache holds (local files and object-store input files alike)."""
     for fh in handles.values():
         fh.close()
     handles.clear()
