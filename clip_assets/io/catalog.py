@@ -77,7 +77,7 @@ def glob_escape(path: str) -> str:
     return "".join(f"[{c}]" if c in _GLOB_CHARS else c for c in path)
 
 
-def _listed(base: Path, pattern: str, pointers: dict[Path, Path] | None = None) -> list[str]:
+def listed(base: Path, pattern: str, pointers: dict[Path, Path] | None = None) -> list[str]:
     """Sorted files below ``base`` matching the relative ``pattern``, hidden entries (scratch, versions) excluded.
     Python lists them, so no character of ``base`` acts as a glob. A versioned folder is listed in the version its
     pointer names (``pointers``, else :func:`~clip_assets.io.commit.resolve`), so the paths stay valid however the
@@ -89,7 +89,7 @@ def _listed(base: Path, pattern: str, pointers: dict[Path, Path] | None = None) 
     entries = sorted(p for p in base.glob(head) if not p.name.startswith("."))
     if not tail:
         return [str(p) for p in entries if p.is_file()]
-    return sorted(f for d in entries if d.is_dir() for f in _listed(d, tail, pointers))
+    return sorted(f for d in entries if d.is_dir() for f in listed(d, tail, pointers))
 
 
 def warehouse_pointers(home: Path | None = None) -> dict[Path, Path]:
@@ -107,13 +107,13 @@ def warehouse_pointers(home: Path | None = None) -> dict[Path, Path]:
 
 def asset_files(asset: str, home: Path | None = None, pattern: str = "drop=*/*.parquet") -> list[str]:
     """Sorted Parquet files of ``asset`` matching ``pattern`` (relative to the asset's folder)."""
-    return _listed(asset_dir(asset, home), pattern)
+    return listed(asset_dir(asset, home), pattern)
 
 
 def partition_files(asset: str, drop: str, home: Path | None = None) -> list[str]:
     """Sorted Parquet files of one partition of ``asset`` (empty when it has none): bind this list to
     ``read_parquet(?)`` instead of a glob string."""
-    return _listed(partition_dir(asset, drop, home), "*.parquet")
+    return listed(partition_dir(asset, drop, home), "*.parquet")
 
 
 def _has_files(home: Path, asset: str) -> bool:
@@ -129,7 +129,7 @@ def render_view(text: str, warehouse: Path, pointers: dict[Path, Path] | None = 
 
     def token(m: re.Match) -> str:
         if any(f.parent == warehouse / m.group(1) for f in pointers):
-            files = _listed(warehouse / m.group(1), m.group(2), pointers)
+            files = listed(warehouse / m.group(1), m.group(2), pointers)
             return "[" + ", ".join(sql_string_literal(glob_escape(Path(f).as_posix())) for f in files) + "]"
         return sql_string_literal(f"{escaped}/{m.group(1)}/{m.group(2)}")
 
@@ -138,7 +138,7 @@ def render_view(text: str, warehouse: Path, pointers: dict[Path, Path] | None = 
 
 def _sources_exist(text: str, warehouse: Path, pointers: dict[Path, Path] | None = None) -> bool:
     """Every ``:glob(...)`` of a view file matches at least one file (DuckDB refuses a view over nothing)."""
-    return all(_listed(warehouse / m.group(1), m.group(2), pointers) for m in _GLOB_TOKEN.finditer(text))
+    return all(listed(warehouse / m.group(1), m.group(2), pointers) for m in _GLOB_TOKEN.finditer(text))
 
 
 def _required_assets(text: str) -> list[str]:

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clip_assets.core.kl import reference_moments
+from clip_assets.io.catalog import partition_files
 from clip_assets.io.tables import fixed_list_to_numpy
 from clip_assets.io.commit import stage_dir
 from clip_assets.io.warehouse import asset_dir
@@ -49,9 +50,8 @@ class ReferenceSet:
 
 def _embedding_files(drops: list[str], home: Path | None) -> list[tuple[str, Path, int]]:
     out = []
-    root = asset_dir("embeddings", home)
-    for d in drops:
-        files = sorted((root / f"drop={d}").glob("part-*.parquet"))
+    for d in drops:  # listed once, in the version a versioned partition's pointer names
+        files = [Path(f) for f in partition_files("embeddings", d, home) if Path(f).name.startswith("part-")]
         if not files:
             raise FileNotFoundError(f"drop {d!r} has no embeddings: materialize embeddings for it first")
         out += [(d, f, pq.ParquetFile(f).metadata.num_rows) for f in files]

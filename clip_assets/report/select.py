@@ -18,7 +18,6 @@ from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
-from clip_assets.io.warehouse import partition_dir
 from clip_assets.report.plots import Histogram
 
 SCORE_ASSETS = ("pair_scores", "kl_stats")
@@ -36,7 +35,7 @@ def files(asset: str, home: Path | None, drops: Sequence[str] | None = None) -> 
     """Parquet files of ``asset`` for ``drops`` (default: every drop that has it), in drop then file order."""
     have = drops_with(asset, home)
     chosen = have if drops is None else [d for d in drops if d in have]
-    return [str(f) for d in chosen for f in sorted(partition_dir(asset, d, home).glob("*.parquet"))]
+    return [f for d in chosen for f in catalog.partition_files(asset, d, home)]  # one version per partition
 
 
 def _check_n(n: int) -> int:
@@ -137,8 +136,7 @@ def histogram(con, home: Path | None, column: str, bins: int = 50, drops: Sequen
 
 def kept_per_drop(con, home: Path | None) -> list[dict]:
     """One row per (drop, subset): pool rows of that drop and how many the subset keeps."""
-    root = subsets_dir(home)
-    decision_files = sorted(str(p) for p in root.glob("subset=*/*.parquet")) if root.is_dir() else []
+    decision_files = catalog.listed(subsets_dir(home), "subset=*/*.parquet")
     if not decision_files:
         return []
     return _rows(con, load_sql("queries/report_kept_per_drop"), {"files": decision_files})

@@ -7,6 +7,7 @@ re-ingest keeps reading its version; versions no pointer names are garbage-colle
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import pytest
@@ -88,3 +89,23 @@ def test_readers_during_reingests_see_one_content_or_the_other(home, tmp_path):
         root = home / "warehouse" / asset
         assert [p for p in root.iterdir() if p.name.startswith(".")] == [resolve(root / "drop=d")]
     assert drop_counts("d", home) == (6, 6, 1)
+
+
+def test_a_listed_partition_reads_its_listed_version_across_a_reingest(home, tmp_path):
+    """The report's and the catalog's file lists name the version the pointer named when they were listed (not
+    ``drop=d/part-*.parquet`` through the pointer), so a re-ingest committing before the read cannot mix contents
+    into it or make a listed file vanish."""
+    import pyarrow.parquet as pq
+
+    from clip_assets.report import select
+
+    (a, (kept_a, _)), (b, (kept_b, _)) = _contents(tmp_path)
+    ingest_drop(a, home=home)
+    before = resolve(home / "warehouse" / "raw_pairs" / "drop=d")
+    listed = {"report": select.files("raw_pairs", home), "catalog": catalog.partition_files("raw_pairs", "d", home)}
+    ingest_drop(b, home=home)  # the pointer moves to content b's version
+    assert resolve(home / "warehouse" / "raw_pairs" / "drop=d") != before
+    for who, files in listed.items():
+        assert files and {str(Path(f).parent) for f in files} == {str(before)}, who
+        assert sum(pq.read_metadata(f).num_rows for f in files) == kept_a, who
+    assert sum(pq.read_metadata(f).num_rows for f in select.files("raw_pairs", home)) == kept_b

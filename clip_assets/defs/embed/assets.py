@@ -11,6 +11,7 @@ from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitio
 from clip_assets.defs.plots import png_metadata
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import column_schema
+from clip_assets.io.commit import resolve
 from clip_assets.io.completeness import embedding_quality, partition_rows
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.warehouse import partition_dir
@@ -146,7 +147,8 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, home
     def progress(done, total, ips):
         context.log.info(f"embeddings {drop}: shard {done}/{total}, {ips:.0f} images/s")
 
-    res = embed_drop(partition_dir("raw_pairs", drop, h), loaded, partition_dir("embeddings", drop, h),
+    # the version raw_pairs' pointer names now: a re-ingest committing meanwhile cannot mix into this read
+    res = embed_drop(resolve(partition_dir("raw_pairs", drop, h)), loaded, partition_dir("embeddings", drop, h),
                      progress=progress)
     raw_rows = partition_rows("raw_pairs", drop, h)
     written = {f"part-{s}" for s in res.written}
