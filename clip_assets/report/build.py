@@ -83,18 +83,28 @@ def previous_state(home: Path | None, asset: str, before: str) -> dict | None:
     return json.loads((root / keys[-1] / STATE_FILE).read_text()) if keys else None
 
 
-def prune(home: Path | None, asset: str, keep: int = 20) -> list[str]:
-    """Remove all but the newest ``keep`` report folders of ``asset``; returns the removed keys."""
+def prune(home: Path | None, asset: str, keep: int = 20, drop: str | None = None) -> list[str]:
+    """Remove all but the newest ``keep`` report folders of ``asset`` (with ``drop``: of that drop's reports, told
+    by their state.json, the other drops' untouched); returns the removed keys."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (the newest report is never removed), got {keep!r}")
     root = reports_dir(home, asset)
     keys = sorted(p.name for p in root.iterdir() if p.is_dir() and KEY_RE.match(p.name)) if root.is_dir() else []
+    if drop is not None:
+        keys = [k for k in keys if _state_drop(root / k) == drop]
     old = keys[:-keep]
     for k in old:
         shutil.rmtree(root / k)
     if old:
         write_index(home, asset)
     return old
+
+
+def _state_drop(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / STATE_FILE).read_text()).get("drop")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def write_report(home: Path | None, asset: str, key: str, title: str, sections: Sequence[Section],
@@ -239,4 +249,5 @@ def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet
              f"{_plural(len(sheet_list), 'contact sheet')} in the report"]
     glance = glance_markdown(f"{asset}: drop {drop}", lines, glance_png(hists[first]) if first else None,
                              f"{first} over the drop" if first else "", rows)
-    return write_report(home, asset, key, f"{asset}: drop {drop}", sections, sheet_list, glance=glance)
+    return write_report(home, asset, key, f"{asset}: drop {drop}", sections, sheet_list, glance=glance,
+                        state={"drop": drop})

@@ -181,6 +181,19 @@ def test_drop_report_has_sample_and_decile_sheets(world_home):
     assert rep.index.is_file() and rep.folder.parent.name == "kl_stats"
 
 
+def test_drop_reports_are_pruned_per_drop(world_home):
+    drop = "synth-s5-000"
+    reps = [build.drop_report(world_home, "pair_scores", drop, f"run-p{i}", per_sheet=1, deciles=False)
+            for i in range(3)]
+    # another drop whose name ends like this one's: told apart by state.json, not by the folder name
+    other = build.write_report(world_home, "pair_scores", build.run_key("run-o", f"x-{drop}"), "other", [],
+                               state={"drop": f"x-{drop}"})
+    assert build.prune(world_home, "pair_scores", keep=2, drop=drop) == [reps[0].folder.name]
+    assert not reps[0].folder.exists() and reps[1].index.is_file() and reps[2].index.is_file()
+    assert other.index.is_file()
+    assert build.prune(world_home, "pair_scores", keep=2, drop=drop) == []
+
+
 def test_unreadable_images_are_marked_not_skipped(world_home):
     for tar in (world_home / "landing" / "synth-s5-000").glob("*.tar"):
         tar.write_bytes(b"")  # the pointers now point past the end of the file

@@ -20,7 +20,7 @@ from clip_assets.io.completeness import partition_rows
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.reference import sample_reference, write_reference
 from clip_assets.io.tables import drops_with
-from clip_assets.report.build import drop_report
+from clip_assets.report.build import drop_report, prune
 from clip_assets.score import calibration as C
 from clip_assets.score import drop as S
 
@@ -83,6 +83,7 @@ class ScoreConfig(dg.Config):
 
 
 _SCORE_DEPS = [EMBEDDINGS, REFERENCE_SET, CONTRASTIVE_MODEL]
+REPORTS_KEPT_PER_DROP = 5  # newest reports of each drop kept under <home>/reports/{pair_scores,kl_stats}/
 
 
 @dg.multi_asset(
@@ -137,6 +138,7 @@ def scores(context: dg.AssetExecutionContext, config: ScoreConfig, home: HomeRes
             (PAIR_SCORES, S.PAIR_COLUMNS, ("clip_score", "log_r_img", "log_r_txt"), ("clip_score", "log_r_img")),
             (KL_STATS, S.KL_COLUMNS, ("text_kl", "text_klr", "image_kl"), ("text_kl", "image_kl"))):
         rep = drop_report(h, key.to_user_string(), drop, context.run_id, columns=shown, deciles=key == KL_STATS)
+        prune(h, key.to_user_string(), keep=REPORTS_KEPT_PER_DROP, drop=drop)
         yield dg.MaterializeResult(asset_key=key, metadata={
             **report_metadata(rep), **common,
             "histograms": figure_metadata(S.histograms({c: st[c] for c in cols if c in st}, drop)),
