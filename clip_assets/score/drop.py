@@ -11,7 +11,7 @@ import pyarrow as pa
 from matplotlib.figure import Figure  # no pyplot: no global backend state
 
 from clip_assets.core.drop_scores import drop_statistics
-from clip_assets.io.commit import stage_dir
+from clip_assets.io.commit import SCRATCH_GRACE_S, clean_stale, stage_dirs
 from clip_assets.io.reference import ReferenceSet, load_reference
 from clip_assets.io.tables import read_embeddings, read_partition
 from clip_assets.io.warehouse import partition_dir
@@ -66,9 +66,14 @@ def score_drop(drop: str, home: Path, budget_elems: int, siglip_tau: float | Non
     pair_cols = {c: pa.array(st[c]) if c in st else pa.nulls(n, pa.float64()) for c in PAIR_COLUMNS}
     pair_t = pa.table({"uid": emb["uid"], **pair_cols, **lineage}).cast(PAIR_SCORES_SCHEMA)
     kl_t = pa.table({"uid": emb["uid"], **{c: pa.array(st[c]) for c in KL_COLUMNS}, **lineage}).cast(KL_STATS_SCHEMA)
-    for asset, table in (("pair_scores", pair_t), ("kl_stats", kl_t)):
-        with stage_dir(partition_dir(asset, drop, home)) as w:
-            w.write_table("part-00000.parquet", table)
+    # one commit of both tables, as versions behind pointers (like raw_pairs + rejected_pairs): a kill between
+    # the two never leaves new scores beside old KL statistics, and a reader holding a listed version keeps it
+    finals = [partition_dir("pair_scores", drop, home), partition_dir("kl_stats", drop, home)]
+    for f in finals:
+        clean_stale(f.parent, older_than_s=SCRATCH_GRACE_S)
+    with stage_dirs(finals, versioned=True) as (pw, kw):
+        pw.write_table("part-00000.parquet", pair_t)
+        kw.write_table("part-00000.parquet", kl_t)
     return ScoredDrop(drop, pair_t, kl_t, st, ref, a, time.perf_counter() - t0)
 
 

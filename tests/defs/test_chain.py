@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from clip_assets.io import catalog
+from clip_assets.io.commit import VERSION_PREFIX, resolve
 
 RUN_CONFIG = {"ops": {
     "contrastive_model": {"config": {"train_pairs": 4000, "train_steps": 400, "train_batch_size": 128,
@@ -110,4 +111,9 @@ def test_rematerializing_scores_is_idempotent(chain):
     before = pq.read_table(path).sort_by("uid")
     chain["materialize"]("key:pair_scores or key:kl_stats", ["synth-s0-001"], False, log=lambda s: None)
     assert pq.read_table(path).sort_by("uid").equals(before)
-    assert not any(p.name.startswith(".") for p in path.parent.iterdir())
+    for asset in ("pair_scores", "kl_stats"):  # one versioned commit of both: no scratch left, pointers agree
+        root = home / "warehouse" / asset
+        assert not [p.name for p in root.iterdir() if p.name.startswith(".") and not p.name.startswith(VERSION_PREFIX)]
+        assert resolve(root / "drop=synth-s0-001").name.startswith(VERSION_PREFIX)
+    ids = {resolve(home / "warehouse" / a / "drop=synth-s0-001").name.rsplit("-", 1)[1] for a in ("pair_scores", "kl_stats")}
+    assert len(ids) == 1
