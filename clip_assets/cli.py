@@ -66,7 +66,10 @@ def _print_table(table, fmt: str = "table", max_rows: int = 50) -> None:
 def cmd_synth(args) -> int:
     from clip_assets.world import write_drops  # the synthetic world imports torch
 
-    out = Path(args.out) if args.out else config.landing_dir()
+    from clip_assets.io import fs
+
+    # a store URL stays a str (a Path would fold its //); a bad scheme or URL fails here, by name
+    out = (args.out if fs.is_remote(args.out) else Path(args.out)) if args.out else config.landing_dir()
     t0 = time.perf_counter()
     paths = write_drops(out, drops=args.drops, pairs=args.pairs, seed=args.seed, shard_size=args.shard_size,
                         image_format=args.image_format, start=args.start)
@@ -474,7 +477,8 @@ def _add_chain_commands(sub) -> None:
     s = sub.add_parser("synth", help="write synthetic drops (img2dataset webdataset layout) with exact ground truth",
                        description="Write N synthetic drops of M pairs each, plus <drop>.truth.parquet and "
                                    "world.json beside them. Same seed, same bytes.")
-    s.add_argument("--out", help="folder to write drops into (default: <home>/landing)")
+    s.add_argument("--out", help="folder or object-store URL (s3://bucket/prefix) to write drops into "
+                                 "(default: $CLIP_ASSETS_LANDING, else <home>/landing)")
     s.add_argument("--drops", type=int, default=1)
     s.add_argument("--pairs", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)

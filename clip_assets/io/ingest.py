@@ -36,6 +36,10 @@ uid (:mod:`clip_assets.io.uid`); ``content_uid`` is always the content hash. Bes
 partition holds ``_drop.json``: the drop's content fingerprint (:func:`~clip_assets.io.drops.drop_fingerprint`),
 its cheap file signature, a unique ingest id and counts, committed together with both tables; :func:`relanded`
 compares the landing folder with it (the landing sensor and the catch-up schedule request a re-run on a change).
+
+A drop may lie on an object store (``drop_dir`` an ``s3://...`` URL as ``str``): it is listed and read through
+:mod:`clip_assets.io.fs`, and its rows' ``tar_path`` is the tar's URL, so later stages read images by ranged reads
+of the store. The warehouse stays local.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from clip_assets.io.drops import (
     Sample, ShardEnd, Sidecar, drop_fingerprint, drop_signature, drop_status, iter_shard, link_problem, parse_meta, read_sidecar,
     read_stats, tar_name, validate_drop_name,
 )
+from clip_assets.io.drops.layout import Location, child, entry_name, is_store
 from clip_assets.io.images import MAX_PIXELS, check_image
 from clip_assets.io.uid import carried_uid, compute_uid
 from clip_assets.io.warehouse import partition_dir
@@ -138,7 +143,7 @@ class _DropState:
 class _ShardRows:
     """The kept and rejected rows of one shard, and its counts."""
 
-    def __init__(self, st: _DropState, shard: str, tar_path: Path):
+    def __init__(self, st: _DropState, shard: str, tar_path: Location):
         self.st, self.shard, self.tar_path = st, shard, str(tar_path)
         self.counts = ShardCounts(shard=shard)
         self.kept: dict[str, list] = {n: [] for n in RAW_PAIRS_SCHEMA.names}
@@ -158,7 +163,7 @@ class _ShardRows:
 
 
 def ingest_drop(
-    drop_dir: Path,
+    drop_dir: Location,
     home: Path | None = None,
     progress: Callable[[ShardCounts, int, int], None] | None = None,
     limits: IngestLimits = IngestLimits(),
@@ -168,12 +173,12 @@ def ingest_drop(
     Streams one sample at a time; the drop's ``raw_pairs`` and ``rejected_pairs`` partitions are staged and
     committed together (after a crash at any step both are old or both new). Scratch left by killed runs beside
     them is cleaned first. A symbolic link is refused (:class:`RefusedDrop`): the partition is named after the
-    landing entry, never after a link's target.
+    landing entry, never after a link's target. ``drop_dir`` may be a store URL (``str``).
     """
-    drop_dir = Path(drop_dir).absolute()
+    drop_dir = drop_dir.rstrip("/") if is_store(drop_dir) else Path(drop_dir).absolute()
     if (why := link_problem(drop_dir)) is not None:
         raise RefusedDrop(why)
-    drop = validate_drop_name(drop_dir.name)
+    drop = validate_drop_name(entry_name(drop_dir))
     signature = drop_signature(drop_dir)
     result = IngestResult(drop=drop, fingerprint=drop_fingerprint(drop_dir))
     t0 = time.perf_counter()
@@ -211,9 +216,9 @@ def ingested_fingerprint(drop: str, home: Path | None = None) -> str | None:
     return (ingest_record(drop, home) or {}).get("fingerprint")
 
 
-def drop_changed(drop_dir: Path, home: Path | None = None) -> bool:
+def drop_changed(drop_dir: Location, home: Path | None = None) -> bool:
     """True when the landing drop's content differs from what was ingested under its name (or is not recorded)."""
-    return ingested_fingerprint(Path(drop_dir).name, home) != drop_fingerprint(drop_dir)
+    return ingested_fingerprint(entry_name(drop_dir), home) != drop_fingerprint(drop_dir)
 
 
 @dataclass(frozen=True)
@@ -225,20 +230,21 @@ class Reland:
     fingerprint: str  # of the landing folder now
 
 
-def relanded(drop_dir: Path, home: Path | None = None) -> Reland | None:
+def relanded(drop_dir: Location, home: Path | None = None) -> Reland | None:
     """A :class:`Reland` when ``drop_dir`` was ingested before under its name and its content changed since; None
     when it was never ingested (with a fingerprint) or is unchanged. The full fingerprint is computed only when
     the cheap :func:`~clip_assets.io.drops.drop_signature` differs from the recorded one."""
-    drop_dir = Path(drop_dir)
-    rec = ingest_record(drop_dir.name, home)
+    name = entry_name(drop_dir)
+    rec = ingest_record(name, home)
     if not rec or "fingerprint" not in rec or rec.get("signature") == drop_signature(drop_dir):
         return None
     fp = drop_fingerprint(drop_dir)
-    return None if fp == rec["fingerprint"] else Reland(drop_dir.name, str(rec.get("ingest_id", "")), fp)
+    return None if fp == rec["fingerprint"] else Reland(name, str(rec.get("ingest_id", "")), fp)
 
 
-def _ingest_shard(drop_dir: Path, shard: str, st: _DropState, kept_w: StagedDir, rej_w: StagedDir) -> ShardCounts:
-    tar_path = drop_dir / tar_name(shard)
+def _ingest_shard(drop_dir: Location, shard: str, st: _DropState, kept_w: StagedDir, rej_w: StagedDir
+                  ) -> ShardCounts:
+    tar_path = child(drop_dir, tar_name(shard))
     side = read_sidecar(drop_dir, shard)
     rows = _ShardRows(st, shard, tar_path)
     by_key = _match_sidecar(side, rows)
@@ -310,7 +316,7 @@ def _sidecar_only(by_key: dict[str, dict], tar_keys: set[str], rows: _ShardRows)
                         caption=srow.get("caption"))
 
 
-def _sidecar_unreadable(drop_dir: Path, side: Sidecar, rows: _ShardRows) -> None:
+def _sidecar_unreadable(drop_dir: Location, side: Sidecar, rows: _ShardRows) -> None:
     """Record an unreadable sidecar: a warning, and rows for what the stats say it may have hidden."""
     c = rows.counts
     c.sidecar_error = side.error

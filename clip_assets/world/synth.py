@@ -15,18 +15,27 @@ the stats use a synthetic clock (shard ``s`` runs from ``s`` to ``s + 1`` second
 the wall clock. Shards are written by :class:`clip_assets.io.drops.ShardWriter` (tar, sidecar, then stats) into
 a folder staged by :mod:`clip_assets.io.commit`; the truth file is published first and the drop folder swapped in
 after it, so a landing-folder sensor never sees a partial drop nor a drop without its truth.
+
+``out_dir`` may be an object-store URL (``s3://bucket/prefix``, see :mod:`clip_assets.io.fs`): the drops are
+written exactly as above into a local temporary folder, then each file is uploaded with
+:func:`clip_assets.io.fs.write_bytes_atomic` (an object is visible only once complete) in an order that keeps a
+listing honest: ``world.json``, then each drop's truth file, its tars and sidecars, and its stats files last (a
+drop counts as complete only when every tar has its stats, so a sensor never takes a half-uploaded drop for a
+finished one). The bytes on the store are those of a local run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clip_assets.io import fs
 from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_text
 from clip_assets.io.drops import ShardWriter, success_row
 from clip_assets.io.uid import compute_uid
@@ -89,11 +98,12 @@ def write_drops(
     prefix: str | None = None,
     start: int = 0,
     world: World | None = None,
-) -> list[Path]:
-    """Write ``drops`` synthetic drops of ``pairs`` image-text pairs each into ``out_dir``; return their folders.
+) -> list[Path] | list[str]:
+    """Write ``drops`` synthetic drops of ``pairs`` image-text pairs each into ``out_dir``; return their folders
+    (their URLs, as ``str``, when ``out_dir`` is an object-store URL).
 
     Args:
-        out_dir: parent folder (e.g. ``<home>/landing``); created if missing. ``world.json`` is written here; an
+        out_dir: parent folder (e.g. ``<home>/landing``), created if missing; or an object-store URL (``str``). ``world.json`` is written here; an
             existing one describing a different world is an error (its drops' truth would not match).
         drops: number of drops; drop ``i`` is number ``start + i``.
         pairs: pairs per drop (>= 1), split into shards of ``shard_size`` (<= 10,000) in order.
@@ -119,6 +129,10 @@ def write_drops(
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
     world = World.default() if world is None else world
     names = [drop_name(int(seed), start + i, prefix) for i in range(drops)]
+    if isinstance(out_dir, str) and fs.is_remote(out_dir):
+        return _write_drops_to_store(out_dir.rstrip("/"), names, drops=drops, pairs=pairs, seed=seed,
+                                     shard_size=shard_size, image_format=image_format, prefix=prefix, start=start,
+                                     world=world)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale(out, older_than_s=STALE_AFTER_S)
@@ -131,6 +145,31 @@ def write_drops(
         _write_drop(out, name, world, int(seed), start + i, pairs, shard_size, image_format)
         for i, name in enumerate(names)
     ]
+
+
+def _write_drops_to_store(url: str, names: list[str], world: World, **args) -> list[str]:
+    """:func:`write_drops` to a store URL: write locally into a temporary folder, then upload file by file."""
+    for name in names:
+        for target in (fs.join(url, name), fs.join(url, f"{name}{TRUTH_SUFFIX}")):
+            if fs.exists(target):
+                raise FileExistsError(f"{target} already exists; drops are never overwritten")
+    world_url = fs.join(url, WORLD_FILE)
+    if fs.exists(world_url) and World.from_dict(json.loads(fs.read_bytes(world_url))) != world:
+        raise ValueError(f"{world_url} describes a different world; write these drops to another prefix")
+    with tempfile.TemporaryDirectory(prefix="clip-assets-synth-") as tmp:
+        local = write_drops(tmp, world=world, **args)
+        if not fs.exists(world_url):
+            fs.write_bytes_atomic(world_url, (Path(tmp) / WORLD_FILE).read_bytes())
+        out = []
+        for drop in local:
+            fs.write_bytes_atomic(fs.join(url, f"{drop.name}{TRUTH_SUFFIX}"),
+                                  (Path(tmp) / f"{drop.name}{TRUTH_SUFFIX}").read_bytes())
+            files = sorted(p.name for p in drop.iterdir())
+            stats = [f for f in files if f.endswith("_stats.json")]
+            for name in [*(f for f in files if f not in stats), *stats]:
+                fs.write_bytes_atomic(fs.join(url, drop.name, name), (drop / name).read_bytes())
+            out.append(fs.join(url, drop.name))
+        return out
 
 
 def _write_world(path: Path, world: World) -> None:

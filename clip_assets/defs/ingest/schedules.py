@@ -104,7 +104,8 @@ def _gave_up(instance: dg.DagsterInstance, drop: str) -> bool:
     job=process_drop_job,
     default_status=CATCHUP_DEFAULT_STATUS,
     description=(
-        "Hourly catch-up (default RUNNING): re-scans the landing folder (`<home>/landing/`), registers complete "
+        "Hourly catch-up (default RUNNING): re-scans the landing area (`$CLIP_ASSETS_LANDING`, else "
+        "`<home>/landing/`), registers complete "
         "drops that are not partitions yet, and requests a process_drop run for every complete drop missing at "
         "least one of the per-drop assets that job materializes, except drops with a run already queued or in "
         f"progress and drops whose last {GIVE_UP_AFTER} runs all failed. Skips when nothing is missing."

@@ -34,7 +34,8 @@ process_drop_job = dg.define_asset_job(
 
 
 def plan_landing(landing, known: set[str]) -> tuple[list[str], list[str], list[str]]:
-    """Split the landing folder into (new complete drops, incomplete drops, bad names). Known drops are skipped."""
+    """Split the landing folder (a local path, or a store URL such as ``s3://bucket/landing``) into (new complete
+    drops, incomplete drops, bad names). Known drops are skipped."""
     new, incomplete, bad = [], [], []
     for st in scan_landing(landing):
         if st.name_error is not None:
@@ -77,7 +78,8 @@ def in_flight_drops(instance: dg.DagsterInstance) -> set[str]:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Watches `<home>/landing/`. A drop folder is complete when every NNNNN.tar has its NNNNN_stats.json "
+        "Watches the landing area (`$CLIP_ASSETS_LANDING`: a folder or an s3:// prefix; else `<home>/landing/`). "
+        "A drop folder is complete when every NNNNN.tar has its NNNNN_stats.json "
         "(or _SUCCESS exists). Each new complete drop is added as a partition of 'drops' and one process_drop "
         "run is requested for it. A known drop re-landed with other contents (its fingerprint differs from the "
         "one its ingest recorded) gets one process_drop run, which replaces its rows. Incomplete drops are left "

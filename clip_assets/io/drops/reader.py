@@ -5,10 +5,17 @@ webdataset because we need each member's byte offset for zero-copy pointers and 
 truncated archives: every sample read before the damage is kept, every sample after it is reported, nothing is
 silently lost). Members are grouped into samples like webdataset does: the key is the member name up to the first
 dot of its last path component, folder included (``a/000.jpg`` and ``b/000.txt`` are two samples).
+
+A tar, sidecar or stats file may be an object-store URL (``str``, see :mod:`clip_assets.io.fs`): the tar is then
+read through a random-access input file of the store behind a large read buffer (a few ranged GETs per shard,
+not one per member), with the same ``tarfile`` reader, so member offsets, problems and errors are those of the
+same bytes on local disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import operator
 import os
@@ -18,11 +25,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from clip_assets.io import fs
 from clip_assets.io.drops.layout import (
-    IMAGE_EXTS, POINTER_SCHEMA, SHARD_RE, sidecar_name, stats_name, tar_name,
+    IMAGE_EXTS, POINTER_SCHEMA, Location, as_location, child, entry_name, is_store, shard_ids, sidecar_name,
+    stats_name, tar_name,
 )
 from clip_assets.io.images import sniff_format
 from clip_assets.io.uid import carried_uid, compute_uid
@@ -92,21 +101,68 @@ def _add_member(sample: Sample, ti: tarfile.TarInfo, shown: str, ext: str, data:
         sample.meta_bytes = data
 
 
-def iter_shard(tar_path: Path) -> Iterator[Sample | ShardEnd]:
+STORE_READ_BUFFER = 8 << 20  # bytes per ranged GET while streaming a tar from a store
+
+
+class _StoreRaw(io.RawIOBase):
+    """A pyarrow random-access input file as a raw Python stream (for io.BufferedReader and then tarfile)."""
+
+    def __init__(self, fh: Any, name: str):
+        self._fh, self.name = fh, name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._fh.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+        super().close()
+
+
+def _open_tar(tar_path: Location) -> tuple[tarfile.TarFile, io.BufferedReader | None]:
+    """``tarfile.open(path, "r:")`` of a local tar, or of a store object through a buffered random-access file;
+    with the store file to close after the TarFile (tarfile never closes a file object it was given)."""
+    if not is_store(tar_path):
+        return tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape"), None
+    url = as_location(tar_path)
+    buffered = io.BufferedReader(_StoreRaw(fs.open_input_file(url), url), buffer_size=STORE_READ_BUFFER)
+    try:
+        return tarfile.open(fileobj=buffered, mode="r:", encoding="utf-8", errors="surrogateescape"), buffered
+    except BaseException:
+        buffered.close()
+        raise
+
+
+def iter_shard(tar_path: Location) -> Iterator[Sample | ShardEnd]:
     """Stream the samples of one tar (consecutive members with the same key), then one :class:`ShardEnd`.
 
     A damaged archive (truncated, bad header) ends the stream with ``ShardEnd(error=...)``; a sample whose
     member data is cut short carries a ``truncated_tar`` problem; a member name that is not UTF-8 gives its sample
     a ``member_name_not_utf8`` problem (the key is shown with backslash escapes). Memory holds one sample.
+    ``tar_path`` may be a store URL (``str``).
     """
     current: Sample | None = None
     error: str | None = None
     try:
-        tf = tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape")
+        tf, store_file = _open_tar(tar_path)
     except (tarfile.TarError, OSError, EOFError) as e:
         yield ShardEnd(error=f"cannot open tar: {type(e).__name__}: {e}")
         return
-    with tf:
+    with contextlib.closing(store_file) if store_file is not None else contextlib.nullcontext(), tf:
         while True:
             try:
                 ti = tf.next()
@@ -146,8 +202,18 @@ class Sidecar:
     error: str | None = None
 
 
-def read_sidecar(drop_dir: Path, shard: str) -> Sidecar:
+def read_sidecar(drop_dir: Location, shard: str) -> Sidecar:
     """The shard's img2dataset sidecar: absent, read (all rows, duplicates and null keys included), or broken."""
+    if is_store(drop_dir):
+        url = child(drop_dir, sidecar_name(shard))
+        fsys, path = fs.resolve(url)
+        if fsys.get_file_info(path).type != pafs.FileType.File:
+            return Sidecar(present=False)
+        try:
+            rows = pq.read_table(path, filesystem=fsys).to_pylist()
+        except Exception as e:  # noqa: BLE001 - as for a local sidecar
+            return Sidecar(present=True, error=f"{sidecar_name(shard)}: {type(e).__name__}: {e}")
+        return Sidecar(present=True, rows=rows)
     path = Path(drop_dir) / sidecar_name(shard)
     if not path.is_file():
         return Sidecar(present=False)
@@ -158,11 +224,12 @@ def read_sidecar(drop_dir: Path, shard: str) -> Sidecar:
     return Sidecar(present=True, rows=rows)
 
 
-def read_stats(drop_dir: Path, shard: str) -> dict | None:
+def read_stats(drop_dir: Location, shard: str) -> dict | None:
     """The shard's ``NNNNN_stats.json`` as a dict, or None when it is missing or not a JSON object."""
-    path = Path(drop_dir) / stats_name(shard)
+    path = child(drop_dir, stats_name(shard))
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        text = fs.read_bytes(path).decode("utf-8") if isinstance(path, str) else path.read_text(encoding="utf-8")
+        obj = json.loads(text)
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
@@ -238,9 +305,14 @@ def index_shard(tar_path: str | os.PathLike, shard: str | None = None) -> pa.Tab
 
     Images are not decoded (ingestion validates them). The uid is the json's DataComp uid when it carries a valid
     one, else the content uid; ``image_format`` is decided by content, by extension when the content is unknown.
+    A store URL stays the ``tar_path`` of every row (later reads are ranged reads of it).
     """
-    tar_path = Path(tar_path).resolve()
-    shard = shard if shard is not None else tar_path.stem
+    if is_store(tar_path):
+        tar_path = as_location(tar_path)
+        shard = shard if shard is not None else entry_name(tar_path).split(".", 1)[0]
+    else:
+        tar_path = Path(tar_path).resolve()
+        shard = shard if shard is not None else tar_path.stem
     rows: dict[str, list[Any]] = {f.name: [] for f in POINTER_SCHEMA}
     for s in iter_shard(tar_path):
         if isinstance(s, ShardEnd) or s.image is None or s.caption_bytes is None or s.problems:
@@ -259,9 +331,10 @@ def index_shard(tar_path: str | os.PathLike, shard: str | None = None) -> pa.Tab
 
 
 def index_drop(drop_dir: str | os.PathLike) -> list[pa.Table]:
-    """Pointer tables of every ``NNNNN.tar`` in a drop folder, one per shard, in shard order."""
-    drop_dir = Path(drop_dir)
-    shards = sorted(m.group(1) for p in drop_dir.iterdir() if p.is_file() and (m := SHARD_RE.match(p.name)))
+    """Pointer tables of every ``NNNNN.tar`` in a drop folder (or under a drop's store URL), one per shard, in
+    shard order."""
+    drop_dir = as_location(drop_dir)
+    shards = shard_ids(drop_dir)
     if not shards:
         raise FileNotFoundError(f"no NNNNN.tar shards in {drop_dir}")
-    return [index_shard(drop_dir / tar_name(s), s) for s in shards]
+    return [index_shard(child(drop_dir, tar_name(s)), s) for s in shards]
