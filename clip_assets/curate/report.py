@@ -12,6 +12,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state
 
 from clip_assets.core.ngrams import decile_bins, text_stat_correlations, topk_coverage
 from clip_assets.curate.filters import FilterSpec, SubsetResult, one_row
+from clip_assets.io import fs
 from clip_assets.io.catalog import load_sql
 
 TRUTH_SUFFIX = ".truth.parquet"  # <landing>/<drop>.truth.parquet, written by clip_assets.world
@@ -98,10 +99,12 @@ def report_plot(rows: list[dict], f: float) -> Figure:
     return fig
 
 
-def truth_files(landing: Path, drops: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(truth files, drops that have one) for ``drops`` (synthetic drops have ``<landing>/<drop>.truth.parquet``)."""
-    have = [d for d in drops if (Path(landing) / f"{d}{TRUTH_SUFFIX}").is_file()]
-    return [str(Path(landing) / f"{d}{TRUTH_SUFFIX}") for d in have], have
+def truth_files(landing: Path | str, drops: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(truth files, drops that have one) for ``drops`` (synthetic drops have ``<landing>/<drop>.truth.parquet``;
+    the landing may be a store URL: the files are then URLs, for a connection with the store registered)."""
+    paths = {d: fs.join(landing, f"{d}{TRUTH_SUFFIX}") for d in drops}
+    have = [d for d in drops if fs.exists(paths[d])]
+    return [paths[d] for d in have], have
 
 
 # ------------------------------------------------------------------------------------------ N-gram analysis

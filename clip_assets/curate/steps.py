@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from clip_assets.curate import filters as F
 from clip_assets.curate import report as R
-from clip_assets.io import catalog
+from clip_assets.io import catalog, fs
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.commit import stage_dir, write_table
 from clip_assets.io.exports import read_summary
@@ -107,6 +107,7 @@ def curation_report(home: Path, landing: Path, keep_fraction: float, log: Log = 
         return ReportOutcome([], specs, 0, drops, [])
     at_f = [s.at_fraction(keep_fraction) for s in specs]
     with catalog.scratch() as con, F.scratch_dir(home) as scratch:
+        fs.register_duckdb(con, landing)  # truth files on a store landing are read as s3://... URLs
         pool = F.build_pool(con, home, Path(scratch) / "pool.parquet")
         results = F.run_filters(con, pool, at_f, Path(scratch) / "subsets")
         rows = R.curation_report_rows(con, at_f, results, truth, keep_fraction)

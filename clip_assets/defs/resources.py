@@ -23,7 +23,8 @@ class HomeResource(dg.ConfigurableResource):
     def path(self) -> Path:
         return config.data_home(self.home or None)
 
-    def landing(self) -> Path:
+    def landing(self) -> Path | str:
+        """The landing area: a local folder, or a store URL (str) when CLIP_ASSETS_LANDING names one."""
         return config.landing_dir(self.path())
 
     def refresh_catalog(self) -> list[str]:

@@ -50,6 +50,7 @@ from clip_assets.core.iwl import (
     normalise_to_mean,
     zero_shot_predict,
 )
+from clip_assets.io import fs
 from clip_assets.io.batches import normalize
 from clip_assets.io.commit import write_json
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS
@@ -316,9 +317,9 @@ def _png(arr: np.ndarray) -> bytes:
 
 def synthetic_world(home: Path | None = None):
     """The World the home's drops were drawn from (``<home>/landing/world.json``), or None when there is none."""
-    wf = landing_dir(home) / "world.json"
-    if wf.is_file():
-        return World.from_dict(json.loads(wf.read_text()))
+    wf = fs.join(landing_dir(home), "world.json")  # the landing: a folder or a store URL
+    if fs.exists(wf):
+        return World.from_dict(json.loads(fs.read_bytes(wf)))
     return None
 
 
@@ -337,7 +338,7 @@ def load_eval_set(
         if world is None:
             raise FileNotFoundError(
                 f"the default IWL evaluation set is the synthetic world's target domain, but "
-                f"{landing_dir(home) / 'world.json'} does not exist (this data home is not a synthetic one). Set "
+                f"{fs.join(landing_dir(home), 'world.json')} does not exist (this data home is not a synthetic one). Set "
                 f"iwl_eval's config eval_set to a Parquet file (columns label + image bytes or image_path) or an "
                 f"ImageFolder-layout folder (<root>/<class>/*.jpg) of the target domain's labelled images"
             )

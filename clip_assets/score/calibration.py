@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 from matplotlib.figure import Figure  # no pyplot: no global backend state
 
 from clip_assets.core.calibration import auc, pearson, spearman
+from clip_assets.io import fs
 from clip_assets.io.catalog import partition_files
 from clip_assets.io.commit import write_table
 from clip_assets.io.tables import drops_with
@@ -55,19 +57,19 @@ class Calibration:
         return next(r for r in self.rows if r["estimate"] == estimate and r["truth"] == truth)
 
 
-def scored_drops_with_truth(home: Path, landing: Path) -> list[str]:
-    """Drops with kl_stats and a ``<landing>/<drop>.truth.parquet``."""
-    return [d for d in drops_with("kl_stats", home) if (landing / f"{d}.truth.parquet").is_file()]
+def scored_drops_with_truth(home: Path, landing: Path | str) -> list[str]:
+    """Drops with kl_stats and a ``<landing>/<drop>.truth.parquet`` (the landing: a folder or a store URL)."""
+    return [d for d in drops_with("kl_stats", home) if fs.exists(fs.join(landing, f"{d}.truth.parquet"))]
 
 
-def calibrate(home: Path, landing: Path, drops: list[str]) -> Calibration:
+def calibrate(home: Path, landing: Path | str, drops: list[str]) -> Calibration:
     """Join each drop's scores with its truth, compute :func:`calibration_table`, write
     ``warehouse/score_calibration/score_calibration.parquet``."""
     frames = []
     for d in drops:  # file lists from Python: a '[' in the data home's path is no glob pattern
         ps = pl.read_parquet(partition_files("pair_scores", d, home), glob=False)
         kl = pl.read_parquet(partition_files("kl_stats", d, home), glob=False).select(["uid", *KL_COLUMNS])
-        truth = pl.read_parquet(landing / f"{d}.truth.parquet", glob=False)
+        truth = pl.read_parquet(io.BytesIO(fs.read_bytes(fs.join(landing, f"{d}.truth.parquet"))))
         frames.append(ps.join(kl, on="uid").join(truth.drop("drop"), on="uid", how="inner"))
     df = pl.concat(frames)
     rows = calibration_table(df)
