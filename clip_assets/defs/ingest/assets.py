@@ -12,7 +12,7 @@ from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.specs import table_metadata
 from clip_assets.io import fs
 from clip_assets.io.completeness import drop_counts
-from clip_assets.io.drops import validate_drop_name
+from clip_assets.io.drops import child, is_store, validate_drop_name
 from clip_assets.io.ingest import RAW_PAIRS_SCHEMA, REJECTED_SCHEMA, ingest_drop
 from clip_assets.io.warehouse import partition_dir
 
@@ -52,8 +52,8 @@ def ingest(context: dg.AssetExecutionContext, home: HomeResource):
     """Stream the drop's shards into the warehouse; bad samples are rejected with a reason, never fatal."""
     drop = validate_drop_name(context.partition_key)
     landing = home.landing()  # a local folder, or a store URL (CLIP_ASSETS_LANDING=s3://...)
-    drop_dir = fs.join(landing, drop) if fs.is_remote(landing) else landing / drop
-    if not (fs.exists(drop_dir) if fs.is_remote(landing) else drop_dir.is_dir()):
+    drop_dir = child(landing, drop)
+    if not (fs.exists(drop_dir) if is_store(drop_dir) else drop_dir.is_dir()):
         raise dg.Failure(f"drop {drop!r} has no folder {drop_dir}: was it moved or deleted from the landing folder?")
 
     def progress(counts, done, total):

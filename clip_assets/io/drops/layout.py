@@ -24,11 +24,10 @@ paths take exactly the code paths they always did.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import os
 
 import pyarrow as pa
 import pyarrow.fs as pafs
