@@ -31,7 +31,7 @@ from clip_assets import config
 from clip_assets.defs.ingest.sensors import plan_landing
 from clip_assets.defs.ops.run_health import HOST_TAG, PID_TAG
 from clip_assets.defs.partitions import drops_partitions
-from clip_assets.io import catalog
+from clip_assets.io import catalog, fs
 from clip_assets.io.commit import write_text
 from clip_assets.io.drops import scan_landing, validate_drop_name
 
@@ -65,8 +65,6 @@ def _print_table(table, fmt: str = "table", max_rows: int = 50) -> None:
 # ---------------------------------------------------------------- synth
 def cmd_synth(args) -> int:
     from clip_assets.world import write_drops  # the synthetic world imports torch
-
-    from clip_assets.io import fs
 
     # a store URL stays a str (a Path would fold its //); a bad scheme or URL fails here, by name
     out = (args.out if fs.is_remote(args.out) else Path(args.out)) if args.out else config.landing_dir()
@@ -416,7 +414,7 @@ def cmd_export(args) -> int:
     from clip_assets.io.exports import ExportError, UnknownSubset, export_subset
 
     try:
-        res = export_subset(args.subset, args.format, Path(args.out) if args.out else None,
+        res = export_subset(args.subset, args.format, fs.location(args.out) if args.out else None,
                             samples_per_shard=args.samples_per_shard)
     except UnknownSubset as e:
         raise SystemExit(f"clip-assets export: {e}") from None

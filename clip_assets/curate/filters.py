@@ -51,7 +51,7 @@ from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
 from clip_assets.io.exports import SUMMARY_FILE, decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
-from clip_assets.io.commit import stage_dir
+from clip_assets.io.commit import on_store, resolve, stage_dir
 
 __all__ = [
     "DEFAULT_FILTERS_PATH",
@@ -479,6 +479,8 @@ def scratch_dir(home: Path | None) -> tempfile.TemporaryDirectory:
     """A hidden scratch folder in the warehouse (same disk as the outputs; named ``.staging-*`` so
     clip_assets.io.commit.clean_stale removes it if a run is killed)."""
     wh = warehouse_dir(home)
+    if on_store(wh):  # the pool is DuckDB's scratch: local disk (the outputs are uploaded by the commit layer)
+        return tempfile.TemporaryDirectory(prefix="clip-assets-curate-")
     wh.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(prefix=".staging-curate-", dir=wh)
 
@@ -501,7 +503,8 @@ def build_subsets(home: Path | None, specs: Sequence[FilterSpec], threads: int |
         with stage_dir(final) as w:
             results = run_filters(con, pool, specs, w.staging, log=log)
             w.write_table(SUMMARY_FILE, summary_table(results, specs, pool))
+        committed = resolve(final)  # the folder itself, or on a store the version its pointer now names
         for r in results:  # they now live in the committed folder
-            r.path = final / r.path.relative_to(w.staging)
+            r.path = committed / r.path.relative_to(w.staging).as_posix()
         pool.path = Path()  # the scratch pool file is gone
     return pool, results

@@ -3,6 +3,8 @@ the one formatting rule of clip_assets.report.format, and a written report as li
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 from matplotlib.figure import Figure
 
@@ -28,6 +30,11 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, max_rows:
     return dg.MetadataValue.md(markdown_rows(rows, columns, max_rows=max_rows))
 
 
+def report_link(index) -> str:
+    """A link a browser opens: ``file://`` for a local report, the object URL for one on a store."""
+    return index.resolve().as_uri() if isinstance(index, Path) else str(index)
+
+
 def report_metadata(report: Report) -> dict[str, dg.MetadataValue]:
     """Metadata entries of a written report, the summary first: ``summary`` (the glance: under 1,000
     characters with one small plot, so the UI shows it inline on the asset's page), ``report`` (path of
@@ -35,5 +42,5 @@ def report_metadata(report: Report) -> dict[str, dg.MetadataValue]:
     the large plots, behind the UI's "[Show Markdown]")."""
     return {"summary": dg.MetadataValue.md(report.glance or report.markdown),
             "report": dg.MetadataValue.path(str(report.index)),
-            "report_url": dg.MetadataValue.url(report.index.resolve().as_uri()),
+            "report_url": dg.MetadataValue.url(report_link(report.index)),
             "report_details": dg.MetadataValue.md(report.markdown)}

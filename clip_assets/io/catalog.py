@@ -36,7 +36,8 @@ from typing import Iterator, Sequence
 import duckdb
 
 from clip_assets.config import CATALOG_FILE, catalog_path, data_home, project_root, warehouse_dir
-from clip_assets.io.commit import publishing, resolve, snapshot
+from clip_assets.io import fs
+from clip_assets.io.commit import POINTER_FILE, on_store, publishing, resolve, snapshot
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 _GLOB_TOKEN = re.compile(r":glob\('([A-Za-z0-9_]+)/([^']+)'\)")
@@ -83,7 +84,7 @@ def listed(base: Path, pattern: str, pointers: dict[Path, Path] | None = None) -
     pointer names (``pointers``, else :func:`~clip_assets.io.commit.resolve`), so the paths stay valid however the
     folder is replaced later."""
     base = (pointers or {}).get(base) or resolve(base)
-    if not base.is_dir():
+    if not on_store(base) and not base.is_dir():  # (a store's listing of a missing prefix is empty: no probe)
         return []
     head, _, tail = pattern.partition("/")
     entries = sorted(p for p in base.glob(head) if not p.name.startswith("."))
@@ -98,11 +99,23 @@ def warehouse_pointers(home: Path | None = None) -> dict[Path, Path]:
     commit agree)."""
     wh = warehouse_dir(home)
     groups: dict[str, list[Path]] = {}
-    for a in sorted(wh.iterdir()) if wh.is_dir() else []:
-        for p in sorted(a.iterdir()) if a.is_dir() else []:
-            if p.is_symlink() and not p.name.startswith("."):
-                groups.setdefault(p.name, []).append(p)
+    for p in _pointer_folders(wh):
+        groups.setdefault(p.name if p.parent != wh else "", []).append(p)
     return {f: v for finals in groups.values() for f, v in zip(finals, snapshot(finals))}
+
+
+def _pointer_folders(wh) -> list:
+    """The versioned folders of the warehouse: ``<asset>/<partition>`` pointers, and on a store also whole asset
+    folders (every staged folder is versioned there). Local: symbolic links; store: one recursive listing for the
+    pointer objects (not a request per folder)."""
+    if not on_store(wh):
+        return [p for a in (sorted(wh.iterdir()) if wh.is_dir() else []) for p in (sorted(a.iterdir()) if a.is_dir() else [])
+                if p.is_symlink() and not p.name.startswith(".")]
+    marker = "/" + POINTER_FILE
+    keys = sorted(str(p) for p in wh.rglob(POINTER_FILE))
+    out = [fs.location(k[:-len(marker)]) for k in keys]
+    return [p for p in out if not any(part.startswith(".") for part in p.relative_to(wh).parts)
+            and len(p.relative_to(wh).parts) <= 2]
 
 
 def asset_files(asset: str, home: Path | None = None, pattern: str = "drop=*/*.parquet") -> list[str]:
@@ -124,14 +137,15 @@ def render_view(text: str, warehouse: Path, pointers: dict[Path, Path] | None = 
     """Replace each ``:glob('<asset>/<pattern>')`` with the glob below the escaped ``warehouse`` path; for an
     asset with versioned folders (a key of ``pointers``), with the list of the files of the versions it names
     instead (a snapshot: a query never mixes versions, and never opens a file a later commit replaced)."""
-    escaped = glob_escape(warehouse.as_posix())
     pointers = pointers or {}
 
     def token(m: re.Match) -> str:
-        if any(f.parent == warehouse / m.group(1) for f in pointers):
-            files = listed(warehouse / m.group(1), m.group(2), pointers)
-            return "[" + ", ".join(sql_string_literal(glob_escape(Path(f).as_posix())) for f in files) + "]"
-        return sql_string_literal(f"{escaped}/{m.group(1)}/{m.group(2)}")
+        base = warehouse / m.group(1)
+        if any(f.parent == base for f in pointers):
+            files = listed(base, m.group(2), pointers)
+            return "[" + ", ".join(sql_string_literal(glob_escape(fs.location(f).as_posix())) for f in files) + "]"
+        base = pointers.get(base) or base  # a whole asset folder behind a pointer (on a store): its version
+        return sql_string_literal(f"{glob_escape(base.as_posix())}/{m.group(2)}")
 
     return _GLOB_TOKEN.sub(token, text)
 
@@ -170,7 +184,7 @@ def restrict(con: duckdb.DuckDBPyConnection, readable: Sequence[Path]) -> None:
     no other file, no network, no extension install, settings locked."""
     dirs = []
     for p in readable:
-        real = Path(p).as_posix().rstrip("/") + "/"
+        real = fs.location(p).as_posix().rstrip("/") + "/"
         dirs += [real] + ([glob_escape(real)] if glob_escape(real) != real else [])
     con.execute("SET allowed_directories = ?", [dirs])
     con.execute("SET enable_external_access = false")
@@ -207,6 +221,7 @@ def connect(home: Path | None = None, read_only: bool = True, restricted: bool =
         refresh_views(home)
         con = duckdb.connect(str(path), read_only=True)
     try:
+        _register_store(con, home)
         if restricted:
             restrict(con, [warehouse_dir(home)])
         yield con
@@ -215,6 +230,13 @@ def connect(home: Path | None = None, read_only: bool = True, restricted: bool =
 
 
 POINTERS_TABLE = "catalog_pointers"
+
+
+def _register_store(con: duckdb.DuckDBPyConnection, home) -> None:
+    """A store home's filesystem (and any other store in use) registered with ``con``: the views name s3:// files
+    and DuckDB reads them through this project's filesystem layer (no httpfs extension)."""
+    fs.register_duckdb(con, home)
+    fs.register_known_stores(con)
 
 
 def _pointers_moved(con: duckdb.DuckDBPyConnection, home: Path) -> bool:
@@ -240,6 +262,7 @@ def refresh_views(home: Path | None = None) -> list[str]:
         built = Path(tmpdir) / CATALOG_FILE
         con = duckdb.connect(str(built))
         try:
+            _register_store(con, home)
             for _, text in planned:
                 con.execute(render_view(text, wh, pointers))
             con.execute(f"CREATE TABLE {POINTERS_TABLE} (folder VARCHAR, version VARCHAR)")
@@ -265,6 +288,7 @@ def memory_connection(threads: int | None = None, ordered: bool = False) -> duck
     if threads:
         config["threads"] = int(threads)
     con = duckdb.connect(config=config)
+    fs.register_known_stores(con)  # s3:// (...) files readable once the process uses a store
     con.execute("SET enable_progress_bar = false")
     con.execute("SET disabled_optimizers = 'statistics_propagation,filter_pushdown'")
     return con

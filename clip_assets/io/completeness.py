@@ -15,8 +15,8 @@ from typing import Iterable
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from clip_assets.io import fs
 from clip_assets.io.commit import resolve
 from clip_assets.io.tables import fixed_list_to_numpy, read_partition, read_partitions
 from clip_assets.io.warehouse import partition_dir
@@ -110,14 +110,14 @@ def drop_counts(drop: str, home: Path | None = None) -> tuple[int, int, int]:
 def partition_rows(asset: str, drop: str, home: Path | None = None) -> int:
     """Rows of one partition from its Parquet footers (no data read); 0 without files."""
     files = sorted(resolve(partition_dir(asset, drop, home)).glob("part-*.parquet"))
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(fs.parquet_metadata(f).num_rows for f in files)
 
 
 def embedding_quality(files: Iterable[Path], norm_tol: float = 1e-2) -> dict:
     """Finite values and unit norms (within ``norm_tol``: float16 storage) of the embeddings in ``files``."""
     finite, max_dev, rows = True, 0.0, 0
     for f in files:
-        t = pq.read_table(f, columns=["image_emb", "text_emb"])
+        t = fs.read_table(f, columns=["image_emb", "text_emb"])
         for name in ("image_emb", "text_emb"):
             x = fixed_list_to_numpy(t[name])
             finite &= bool(np.isfinite(x).all())

@@ -32,10 +32,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clip_assets.io import fs
 from clip_assets.config import exports_dir
 from clip_assets.io.catalog import load_sql, partition_files, scratch
-from clip_assets.io.commit import PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, stage_dir, write_npy
-from clip_assets.io.drops import SIDECAR_SCHEMA, ShardWriter, close_handles, read_pointer, success_row
+from clip_assets.io.commit import (
+    PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, resolve, stage_dir, write_npy,
+)
+from clip_assets.io.drops import SIDECAR_SCHEMA, SUCCESS_MARKER, ShardWriter, close_handles, read_pointer, success_row
 from clip_assets.io.tables import drops_with
 from clip_assets.io.warehouse import asset_dir
 
@@ -68,17 +71,17 @@ def subsets_dir(home: Path | None = None) -> Path:
 
 
 def summary_path(home: Path | None = None) -> Path:
-    return subsets_dir(home) / SUMMARY_FILE
+    return resolve(subsets_dir(home)) / SUMMARY_FILE  # on a store, in the version the pointer names
 
 
 def decisions_path(subset: str, root: Path) -> Path:
     """Decisions file of ``subset`` below ``root`` (the curated_subsets folder, or a staging copy of it)."""
-    return Path(root) / f"subset={subset}" / DECISIONS_FILE
+    return fs.location(root) / f"subset={subset}" / DECISIONS_FILE
 
 
 def read_summary(home: Path | None = None) -> pa.Table | None:
     p = summary_path(home)
-    return pq.read_table(p) if p.is_file() else None
+    return fs.read_table(p) if p.is_file() else None
 
 
 def known_subsets(home: Path | None = None) -> list[str]:
@@ -95,7 +98,7 @@ def resolve_subset(subset: str, home: Path | None = None) -> Path:
             f"curated_subsets first (e.g. clip-assets materialize --select key:curated_subsets)")
     if subset not in known:
         raise UnknownSubset(f"unknown subset {subset!r}; known subsets: {', '.join(known)}")
-    path = decisions_path(subset, subsets_dir(home))
+    path = decisions_path(subset, resolve(subsets_dir(home)))
     if not path.is_file():
         raise UnknownSubset(f"subset {subset!r} is in the summary but {path} is missing: re-materialize "
                             "curated_subsets")
@@ -160,7 +163,7 @@ def export_npy(subset: str, out_dir: Path, home: Path | None = None) -> ExportRe
     with scratch() as con:
         uids = con.execute(load_sql("queries/curate_export_uids"), {"decisions": str(decisions)}).fetchall()
     arr = uids_to_datacomp(u for (u,) in uids)
-    out = Path(out_dir) / f"{subset}.npy"
+    out = fs.location(out_dir) / f"{subset}.npy"
     clean_stale(out.parent, older_than_s=STALE_AFTER_S)
     write_npy(out, arr)
     return ExportResult(subset, "npy", out, len(arr), seconds=time.perf_counter() - t0)
@@ -170,7 +173,7 @@ def export_parquet(subset: str, out_dir: Path, home: Path | None = None) -> Expo
     """``<out_dir>/<subset>.parquet``: the manifest of the kept rows (see the module docstring)."""
     t0 = time.perf_counter()
     params = _source_params(subset, home)
-    out = Path(out_dir) / f"{subset}.parquet"
+    out = fs.location(out_dir) / f"{subset}.parquet"
     clean_stale(out.parent, older_than_s=STALE_AFTER_S)
     with scratch() as con, publishing(out) as tmp:
         con.sql(load_sql("queries/curate_export_manifest"), params=params).write_parquet(
@@ -213,12 +216,14 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
     t0 = time.perf_counter()
     params = _source_params(subset, home)
     width = max(4, len(str(samples_per_shard - 1)))
-    final = Path(out_dir) / subset
+    final = fs.location(out_dir) / subset
     clean_stale(final.parent, older_than_s=STALE_AFTER_S)
     images: dict = {}
     state = {"shard": 0, "rows": 0}
     try:
-        with scratch() as con, stage_dir(final) as writer:
+        # plain: tools that read the export know nothing of pointers; on a store the shards go below the folder's
+        # own name and _SUCCESS (img2dataset's "the drop is finished" marker) is uploaded last
+        with scratch() as con, stage_dir(final, plain=True, marker=SUCCESS_MARKER) as writer:
             ((expected,),) = con.execute(load_sql("queries/curate_export_count"),
                                          {"decisions": params["decisions"]}).fetchall()
             rel = con.sql(load_sql("queries/curate_export_samples"),
@@ -229,6 +234,7 @@ def export_webdataset(subset: str, out_dir: Path, home: Path | None = None, samp
             if state["rows"] != expected:
                 raise ExportError(f"subset {subset!r} keeps {expected} rows but only {state['rows']} have a "
                                   "raw_pairs row: re-ingest the drops whose raw_pairs are missing")
+            writer.write_bytes(SUCCESS_MARKER, b"")
     finally:
         close_handles(images)
     return ExportResult(subset, "webdataset", final, state["rows"], shards=state["shard"],
@@ -266,7 +272,7 @@ def _export_shard(writer: StagedDir, state: dict, rows: Iterator[dict], images: 
 def export_subset(subset: str, fmt: str, out_dir: Path | None = None, home: Path | None = None,
                   samples_per_shard: int = 10_000) -> ExportResult:
     """Export one subset in ``fmt`` (npy | parquet | webdataset) to ``out_dir`` (default <home>/exports)."""
-    out = Path(out_dir) if out_dir else exports_dir(home)
+    out = fs.location(out_dir) if out_dir else exports_dir(home)
     if fmt == "npy":
         return export_npy(subset, out, home)
     if fmt == "parquet":

@@ -30,14 +30,20 @@ missing file or object) for failed I/O.
 
 from __future__ import annotations
 
+import fnmatch
+import io
 import operator
 import os
+import posixpath
 import tempfile
 import threading
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from fsspec.implementations.arrow import ArrowFSWrapper
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
@@ -55,9 +61,11 @@ def clear_cache() -> None:
 
 def _scheme(url_or_path: str | os.PathLike) -> str | None:
     """The URL scheme (lower case) of a location, ``None`` for a plain local path; ValueError when unsupported."""
+    if isinstance(url_or_path, StorePath):
+        url_or_path = url_or_path.url
     if not isinstance(url_or_path, (str, os.PathLike)):
         raise TypeError(f"a location is a str, os.PathLike or URL, got {type(url_or_path).__name__}: {url_or_path!r}")
-    s = os.fspath(url_or_path)
+    s = _text(url_or_path)
     if isinstance(s, bytes):
         raise TypeError(f"a location is a str, os.PathLike or URL, got bytes: {s!r}")
     if isinstance(url_or_path, os.PathLike) or "://" not in s:
@@ -67,6 +75,11 @@ def _scheme(url_or_path: str | os.PathLike) -> str | None:
         return scheme
     known = ", ".join(f"{r}://" for r in REMOTE_SCHEMES)
     raise ValueError(f"unsupported storage scheme {scheme!r} in {s!r}: use a local path, file:// or one of {known}")
+
+
+def _text(url_or_path: Any) -> str:
+    """The location as text: a StorePath's URL, else ``os.fspath``."""
+    return url_or_path.url if isinstance(url_or_path, StorePath) else os.fspath(url_or_path)
 
 
 def is_remote(url_or_path: str | os.PathLike) -> bool:
@@ -125,7 +138,9 @@ def _s3(url: str, bucket: str) -> pafs.FileSystem:
                          "(no credentials or port in the URL; the endpoint comes from AWS_ENDPOINT_URL)")
     endpoint = _endpoint()
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-    kwargs: dict[str, Any] = {}
+    # delayed open: an input file is opened without a HEAD (a pointer read is one ranged GET), and a small output
+    # stream is sent as one PutObject at close instead of a multipart upload (three requests)
+    kwargs: dict[str, Any] = {"allow_delayed_open": True}
     if endpoint is not None:
         kwargs["endpoint_override"] = endpoint
     if region is not None:
@@ -159,7 +174,7 @@ def resolve(url_or_path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
     URL (``s3://`` with no bucket, a query string, an empty path component).
     """
     scheme = _scheme(url_or_path)
-    s = os.fspath(url_or_path)
+    s = _text(url_or_path)
     if scheme is None:
         return _local, os.path.abspath(s)
     if scheme == "file":
@@ -182,7 +197,7 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     Each part may hold ``/`` separators; for a URL none may be empty, ``.`` or ``..`` (ValueError naming it).
     """
     scheme = _scheme(base)
-    b = os.fspath(base)
+    b = _text(base)
     if scheme is None:
         return os.path.join(b, *parts)
     for part in parts:
@@ -205,9 +220,9 @@ def open_input_file(url_or_path: str | os.PathLike) -> pafs.NativeFile:
     try:
         return fs.open_input_file(path)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"no such file or object: {os.fspath(url_or_path)} ({e})") from e
+        raise FileNotFoundError(f"no such file or object: {_text(url_or_path)} ({e})") from e
     except OSError as e:
-        raise OSError(f"cannot open {os.fspath(url_or_path)}: {e}") from e
+        raise OSError(f"cannot open {_text(url_or_path)}: {e}") from e
 
 
 def read_at(fh: Any, name: str, offset: int, size: int) -> bytes:
@@ -232,7 +247,7 @@ def _check_range(url_or_path: Any, offset: Any, size: Any) -> tuple[int, int]:
         except TypeError:
             n = -1
         if isinstance(v, bool) or n < 0:
-            raise ValueError(f"{label} must be a non-negative integer, got {v!r} (reading {os.fspath(url_or_path)})")
+            raise ValueError(f"{label} must be a non-negative integer, got {v!r} (reading {_text(url_or_path)})")
         out.append(n)
     return out[0], out[1]
 
@@ -244,7 +259,7 @@ def read_range(url_or_path: str | os.PathLike, offset: int, size: int) -> bytes:
     """
     offset, size = _check_range(url_or_path, offset, size)
     with open_input_file(url_or_path) as fh:
-        return read_at(fh, os.fspath(url_or_path), offset, size)
+        return read_at(fh, _text(url_or_path), offset, size)
 
 
 def read_bytes(url_or_path: str | os.PathLike) -> bytes:
@@ -262,7 +277,7 @@ def write_bytes_atomic(url_or_path: str | os.PathLike, data: bytes) -> None:
     upload starts only once ``data`` is complete in memory.
     """
     data = bytes(data)
-    name = os.fspath(url_or_path)
+    name = _text(url_or_path)
     fs, path = resolve(url_or_path)
     if not is_remote(url_or_path):
         folder = os.path.dirname(path)
@@ -304,9 +319,9 @@ def list_dir(url_or_path: str | os.PathLike) -> list[str]:
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=False, recursive=False))
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"no such folder or prefix: {os.fspath(url_or_path)} ({e})") from e
+        raise FileNotFoundError(f"no such folder or prefix: {_text(url_or_path)} ({e})") from e
     except NotADirectoryError as e:
-        raise NotADirectoryError(f"not a folder: {os.fspath(url_or_path)} ({e})") from e
+        raise NotADirectoryError(f"not a folder: {_text(url_or_path)} ({e})") from e
     return sorted(i.base_name for i in infos)
 
 
@@ -345,3 +360,327 @@ def register_duckdb(con: Any, url_or_path: str | os.PathLike) -> bool:
         return False
     con.register_filesystem(wrapper)
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Object-store locations with pathlib's interface
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Stat(NamedTuple):
+    st_size: int
+    st_mtime: float
+
+
+class StorePath:
+    """A location on an object store (``s3://bucket/key``) with the part of :class:`pathlib.Path`'s interface the
+    project uses on data paths: ``/``, ``name``, ``parent``, ``exists``, ``is_dir``, ``iterdir``, ``glob``,
+    ``read_bytes``, ``stat``, ``unlink`` and the like, all through this layer's pyarrow filesystem.
+
+    It is what :func:`location` (and so :func:`clip_assets.config.data_home` for a URL home) returns, so code that
+    walks ``home / "warehouse" / asset / f"drop={d}"`` works unchanged on a store. It deliberately has no
+    ``__fspath__``: a library handed one (``open``, ``shutil``, ``pq.read_table``, ``duckdb``) fails loudly instead
+    of writing a local file named like a URL; such calls go through :func:`arrow` (a filesystem and a path),
+    :func:`read_table` / :func:`read_tables` / :func:`parquet_metadata`, or the commit layer.
+
+    An object store has no folders: a "folder" exists while an object lies below its prefix, ``mkdir`` does
+    nothing, and nothing is a symbolic link (versioned folders use pointer objects, see
+    :mod:`clip_assets.io.commit`). ``__str__`` and :meth:`as_posix` give the URL, as DuckDB and messages want it.
+    """
+
+    __slots__ = ("url", "_kind")
+
+    def __init__(self, url: "str | StorePath", _kind: "pafs.FileType | None" = None) -> None:
+        url = url.url if isinstance(url, StorePath) else url
+        if not isinstance(url, str) or not is_remote(url):
+            raise ValueError(f"StorePath needs an object-store URL (s3://bucket/key), got {url!r}")
+        scheme, bucket, key = _split_remote(url)
+        self.url = f"{scheme}://{bucket}/{key}" if key else f"{scheme}://{bucket}"
+        # what the listing that found this entry said it is (like os.scandir's DirEntry): is_file / is_dir of a
+        # listed entry cost no request; None for a path built by hand, which asks the store
+        self._kind = _kind
+
+    # -- pure path operations --------------------------------------------------------------------------------
+    def _key(self) -> str:
+        return self.url.split("://", 1)[1].partition("/")[2]
+
+    def _root(self) -> str:
+        scheme, rest = self.url.split("://", 1)
+        return f"{scheme}://{rest.partition('/')[0]}"
+
+    @property
+    def name(self) -> str:
+        key = self._key()
+        return key.rsplit("/", 1)[-1] if key else ""
+
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.name)[0] if self.name else ""
+
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def parent(self) -> "StorePath":
+        key = self._key()
+        return StorePath(f"{self._root()}/{key.rsplit('/', 1)[0]}" if "/" in key else self._root())
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        key = self._key()
+        return (self._root(), *key.split("/")) if key else (self._root(),)
+
+    def __truediv__(self, part: "str | os.PathLike") -> "StorePath":
+        if isinstance(part, StorePath):
+            raise TypeError(f"cannot join {part!r} below {self!r}")
+        return StorePath(join(self.url, os.fspath(part)))
+
+    def joinpath(self, *parts: str) -> "StorePath":
+        return StorePath(join(self.url, *[os.fspath(p) for p in parts])) if parts else self
+
+    def with_name(self, name: str) -> "StorePath":
+        if not name or "/" in name:
+            raise ValueError(f"invalid name {name!r} for {self!r}")
+        return self.parent / name
+
+    def with_suffix(self, suffix: str) -> "StorePath":
+        return self.with_name(self.stem + suffix)
+
+    def relative_to(self, other: "StorePath") -> PurePosixPath:
+        other = StorePath(other)
+        if self.url == other.url:
+            return PurePosixPath(".")
+        if not self.url.startswith(other.url + "/"):
+            raise ValueError(f"{self.url!r} is not below {other.url!r}")
+        return PurePosixPath(self.url[len(other.url) + 1:])
+
+    def as_posix(self) -> str:
+        return self.url
+
+    def resolve(self) -> "StorePath":
+        return self
+
+    def expanduser(self) -> "StorePath":
+        return self
+
+    absolute = resolve
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"StorePath({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StorePath) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(("StorePath", self.url))
+
+    def __lt__(self, other: "StorePath") -> bool:
+        return self.url < StorePath(other).url
+
+    # -- queries and I/O through pyarrow.fs ------------------------------------------------------------------
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        return resolve(self.url)
+
+    def _info(self) -> pafs.FileInfo:
+        fsys, path = self._fs()
+        return fsys.get_file_info(path)
+
+    def _type(self) -> pafs.FileType:
+        return self._kind if self._kind is not None else self._info().type
+
+    def exists(self) -> bool:
+        """Asks the store every time (is_file / is_dir of a listed entry answer from the listing)."""
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self._type() == pafs.FileType.Directory
+
+    def is_file(self) -> bool:
+        return self._type() == pafs.FileType.File
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def stat(self) -> _Stat:
+        """Size and modification time (seconds). A prefix has neither: its newest object's time, size 0."""
+        info = self._info()
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"no such file or object: {self.url}")
+        if info.type == pafs.FileType.File:
+            return _Stat(int(info.size or 0), info.mtime.timestamp() if info.mtime else 0.0)
+        times = [i.mtime.timestamp() for i in self._walk() if i.mtime is not None]
+        return _Stat(0, max(times, default=0.0))
+
+    lstat = stat
+
+    def _walk(self) -> list[pafs.FileInfo]:
+        fsys, path = self._fs()
+        return fsys.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=True))
+
+    def iterdir(self) -> Iterator["StorePath"]:
+        """The entries directly below (objects and prefixes, each once, sorted). A prefix with nothing below lists
+        as empty (``mkdir`` cannot make an empty folder on a store, so a missing one is an empty one); an object
+        raises NotADirectoryError."""
+        yield from self._listing()
+
+    def _listing(self) -> list["StorePath"]:
+        fsys, path = self._fs()
+        try:
+            infos = fsys.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+        except NotADirectoryError as e:
+            raise NotADirectoryError(f"not a folder: {self.url} ({e})") from e
+        kinds: dict[str, pafs.FileType] = {}
+        for i in infos:  # an object and a prefix of one name: the prefix (the folder) wins
+            if kinds.get(i.base_name) != pafs.FileType.Directory:
+                kinds[i.base_name] = i.type
+        return [StorePath(join(self.url, n), kinds[n]) for n in sorted(kinds)]
+
+    def glob(self, pattern: str) -> Iterator["StorePath"]:
+        """Entries matching a relative pattern of ``/``-separated :mod:`fnmatch` segments (one level each)."""
+        segments = [s for s in pattern.split("/") if s]
+        if "**" in segments:
+            raise ValueError(f"StorePath.glob: '**' is not supported ({pattern!r} below {self.url}); use rglob")
+        return iter(self._glob(segments) if segments else ())
+
+    def _glob(self, segments: list[str]) -> list["StorePath"]:
+        head, rest = segments[0], segments[1:]
+        try:
+            entries = self._listing()
+        except NotADirectoryError:
+            return []
+        hits = [p for p in entries if fnmatch.fnmatchcase(p.name, head)]
+        if not rest:
+            return hits
+        return [p for h in hits for p in h._glob(rest)]
+
+    def _all_below(self) -> set["StorePath"]:
+        """Every object below, and every prefix between them and this one."""
+        kinds: dict[str, pafs.FileType] = {}
+        base = self._fs()[1].rstrip("/")
+        for info in self._walk():
+            rel = info.path[len(base) + 1:] if info.path.startswith(base + "/") else None
+            if not rel:
+                continue
+            parts = rel.split("/")
+            for i in range(1, len(parts)):
+                kinds["/".join(parts[:i])] = pafs.FileType.Directory
+            kinds.setdefault(rel, info.type)
+        return {StorePath(join(self.url, r), k) for r, k in kinds.items()}
+
+    def rglob(self, pattern: str) -> Iterator["StorePath"]:
+        """Entries at any depth below whose name matches ``pattern``."""
+        return iter(sorted(p for p in self._all_below() if fnmatch.fnmatchcase(p.name, pattern)))
+
+    def read_bytes(self) -> bytes:
+        return read_bytes(self.url)
+
+    def read_text(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.read_bytes().decode(encoding, errors)
+
+    def write_bytes(self, data: bytes) -> int:
+        """Upload ``data`` as this object (visible whole or not at all, see :func:`write_bytes_atomic`)."""
+        write_bytes_atomic(self.url, data)
+        self._kind = None
+        return len(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> int:
+        return self.write_bytes(text.encode(encoding))
+
+    def open(self, mode: str = "rb", encoding: str | None = None) -> Any:
+        """``"rb"``: a random-access input file; ``"r"``: its text. Writes go through the commit layer."""
+        if mode == "rb":
+            return open_input_file(self.url)
+        if mode in ("r", "rt"):
+            return io.StringIO(self.read_text(encoding or "utf-8"))
+        raise ValueError(f"StorePath.open: mode {mode!r} is not supported on {self.url} (write through "
+                         "clip_assets.io.commit)")
+
+    def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: a prefix exists as soon as an object is written below it."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        self._kind = None
+        fsys, path = self._fs()
+        try:
+            fsys.delete_file(path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise FileNotFoundError(f"no such file or object: {self.url}") from None
+
+    def rmtree(self) -> None:
+        """Delete every object below this prefix (missing: nothing to do)."""
+        self._kind = None
+        fsys, path = self._fs()
+        try:
+            fsys.delete_dir(path)
+        except FileNotFoundError:
+            pass
+
+
+LOCATION_TYPES = (str, os.PathLike, StorePath)  # what may name a file or folder (isinstance checks)
+
+
+def location(value: "str | os.PathLike | StorePath") -> "Path | StorePath":
+    """A :class:`StorePath` for an object-store URL (ValueError naming a malformed one), else a local
+    :class:`~pathlib.Path` (``file://`` URLs decoded)."""
+    if isinstance(value, StorePath):
+        return value
+    if isinstance(value, str) and is_remote(value):
+        return StorePath(value)
+    if isinstance(value, str) and value.startswith("file://"):
+        return Path(resolve(value)[1])
+    return Path(value)
+
+
+def arrow(value: "str | os.PathLike | StorePath") -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path) for pyarrow calls that take a ``filesystem=`` (same as :func:`resolve`)."""
+    return resolve(value)
+
+
+def read_table(path: "str | os.PathLike | StorePath", columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file, local or on a store."""
+    fsys, p = resolve(path)
+    return pq.read_table(p, columns=columns, filesystem=fsys)
+
+
+def read_tables(paths: list, columns: list[str] | None = None) -> pa.Table:
+    """Several Parquet files (same schema) as one table, in the given order."""
+    if not paths:
+        raise ValueError("read_tables: no files given")
+    return pa.concat_tables([read_table(p, columns) for p in paths])
+
+
+def parquet_metadata(path: "str | os.PathLike | StorePath") -> pq.FileMetaData:
+    """The footer of a Parquet file (row count, schema) with one ranged read on a store."""
+    with open_input_file(path) as fh:
+        return pq.ParquetFile(fh).metadata
+
+
+def read_schema(path: "str | os.PathLike | StorePath") -> pa.Schema:
+    return parquet_metadata(path).schema.to_arrow_schema()
+
+
+def known_stores() -> list[tuple[str, pafs.FileSystem]]:
+    """(scheme, filesystem) of every object store this process has opened (for DuckDB connections)."""
+    with _cache_lock:
+        return [(k[0] if k[0] != "gcs" else "gs", v) for k, v in _cache.items()]
+
+
+def register_known_stores(con: Any) -> int:
+    """Register every store this process has opened with a DuckDB connection (one per scheme), so that SQL over
+    ``s3://`` files works in any connection once the home or landing is on a store. Returns how many."""
+    n, have = 0, set(con.list_filesystems())
+    for scheme, fsys in known_stores():
+        if scheme not in have:
+            con.register_filesystem(SchemeArrowFS(fsys, scheme))
+            have.add(scheme)
+            n += 1
+    return n
+
+
+def parquet_file(path: "str | os.PathLike | StorePath") -> pq.ParquetFile:
+    """A :class:`pyarrow.parquet.ParquetFile` over the file or object (ranged reads on a store)."""
+    return pq.ParquetFile(open_input_file(path))

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from clip_assets.core.kl import reference_moments
 from clip_assets.io.catalog import partition_files
 from clip_assets.io.tables import fixed_list_to_numpy
-from clip_assets.io.commit import stage_dir
+from clip_assets.io import fs
+from clip_assets.io.commit import resolve, stage_dir
 from clip_assets.io.warehouse import asset_dir
 
 REF_ASSET = "reference_set"
@@ -51,10 +51,11 @@ class ReferenceSet:
 def _embedding_files(drops: list[str], home: Path | None) -> list[tuple[str, Path, int]]:
     out = []
     for d in drops:  # listed once, in the version a versioned partition's pointer names
-        files = [Path(f) for f in partition_files("embeddings", d, home) if Path(f).name.startswith("part-")]
+        files = [fs.location(f) for f in partition_files("embeddings", d, home)]
+        files = [f for f in files if f.name.startswith("part-")]
         if not files:
             raise FileNotFoundError(f"drop {d!r} has no embeddings: materialize embeddings for it first")
-        out += [(d, f, pq.ParquetFile(f).metadata.num_rows) for f in files]
+        out += [(d, f, fs.parquet_metadata(f).num_rows) for f in files]
     return out
 
 
@@ -62,7 +63,7 @@ def _model_ids(files: list[tuple[str, Path, int]]) -> set[str]:
     ids: set[str] = set()
     for _, f, n in files:
         if n:
-            col = pq.read_table(f, columns=["model_id"])["model_id"]
+            col = fs.read_table(f, columns=["model_id"])["model_id"]
             ids |= set(col.unique().to_pylist())
     return ids
 
@@ -91,7 +92,7 @@ def sample_reference(drops: list[str], n: int, seed: int, home: Path | None = No
         stop = start + rows
         local = {r: p[(p >= start) & (p < stop)] - start for r, p in pick.items()}
         if any(len(v) for v in local.values()):
-            t = pq.read_table(f, columns=["uid", "image_emb", "text_emb"])
+            t = fs.read_table(f, columns=["uid", "image_emb", "text_emb"])
             for role, col in (("image", "image_emb"), ("text", "text_emb")):
                 idx = local[role]
                 if len(idx):
@@ -129,13 +130,13 @@ def write_reference(table: pa.Table, info: dict, home: Path | None = None) -> Pa
 
 
 def load_reference(home: Path | None = None) -> ReferenceSet:
-    folder = asset_dir(REF_ASSET, home) / "current"
+    folder = resolve(asset_dir(REF_ASSET, home) / "current")  # the version its pointer names, if versioned
     path = folder / "reference_set.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"no reference set at {path}: materialize the 'reference_set' asset first")
-    t = pq.read_table(path)
+    t = fs.read_table(path)
     info = json.loads(t.schema.metadata[b"info"])
-    m = np.load(folder / "moments.npz")
+    m = np.load(io.BytesIO((folder / "moments.npz").read_bytes()))
     return ReferenceSet(
         reference_id=info["reference_id"], model_id=info["model_id"],
         images=fixed_list_to_numpy(t.filter(pc.equal(t["role"], "image"))["emb"]),

@@ -6,19 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from clip_assets.io.commit import recover_folder, snapshot
+from clip_assets.io import fs
+from clip_assets.io.commit import on_store, recover_folder, resolve, snapshot
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
 
 def drops_with(asset: str, home: Path | None = None) -> list[str]:
     """Drops that have at least one Parquet file of ``asset`` in the warehouse, sorted."""
     root = asset_dir(asset, home)
-    if not root.is_dir():
+    if not on_store(root) and not root.is_dir():
         return []
-    recover_folder(root)  # a partition a crashed swap left in trash is restored, not skipped
-    return sorted(p.name.split("=", 1)[1] for p in root.glob("drop=*") if any(p.glob("*.parquet")))
+    recover_folder(root)  # a partition a crashed swap left in trash is restored, not skipped (store: journals)
+    return sorted(p.name.split("=", 1)[1] for p in root.glob("drop=*") if any(resolve(p).glob("*.parquet")))
 
 
 def read_partition(asset: str, drop: str, home: Path | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -40,7 +40,7 @@ def read_partitions(assets: list[str], drop: str, home: Path | None = None, colu
         files = sorted(d.glob("part-*.parquet"))
         if not files:
             raise FileNotFoundError(f"{asset} has no Parquet files for drop {drop!r} in {d}: materialize it first")
-        out.append(pa.concat_tables([pq.read_table(f, columns=columns) for f in files]))
+        out.append(fs.read_tables(files, columns=columns))
     return out
 
 

@@ -48,11 +48,11 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from clip_assets.io import fs
 from clip_assets.io.commit import remove, write_table
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS, read_pointer
 from clip_assets.io.images import decode_rgb, sniff_format
@@ -153,8 +153,8 @@ def _shard_of_table(t: pa.Table, fallback: str | None) -> str:
 
 
 def _input_items(source: Any) -> list[Any]:
-    if isinstance(source, (str, os.PathLike)):
-        folder = Path(source)
+    if isinstance(source, fs.LOCATION_TYPES):
+        folder = fs.location(source)
         if not folder.is_dir():
             raise FileNotFoundError(f"raw_pairs folder {folder} does not exist")
         items = sorted(p for p in folder.iterdir() if p.is_file() and _PART_RE.match(p.name))
@@ -167,11 +167,11 @@ def _input_items(source: Any) -> list[Any]:
 
 
 def _describe(i: int, item: Any, out_dir: Path) -> _Shard:
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
+    if isinstance(item, fs.LOCATION_TYPES):
+        path = fs.location(item)
         m = _PART_RE.match(path.name)
-        cols = ["uid", "shard"] if "shard" in pq.read_schema(path).names else ["uid"]
-        uids_tbl = pq.read_table(path, columns=cols)
+        cols = ["uid", "shard"] if "shard" in fs.read_schema(path).names else ["uid"]
+        uids_tbl = fs.read_table(path, columns=cols)
         shard, src = _shard_of_table(uids_tbl, m.group(1) if m else None), path
     else:
         tbl = _as_arrow(item)
@@ -204,11 +204,11 @@ def _uid_digest(t: pa.Table | Sequence[str]) -> str:
 
 
 def _output_valid(out_path: str | os.PathLike, n_rows: int, digest: str, model_id: str, dim: int | None) -> bool:
-    out_path = Path(out_path)
+    out_path = fs.location(out_path)
     if not out_path.is_file():
         return False
     try:
-        pf = pq.ParquetFile(out_path)
+        pf = fs.parquet_file(out_path)
         if pf.metadata.num_rows != n_rows:
             return False
         meta = pf.schema_arrow.metadata or {}
@@ -255,7 +255,7 @@ class _ShardBatches(torch.utils.data.IterableDataset):
         try:
             for k in range(wid, len(self.shards), nw):
                 shard, source = self.shards[k]
-                tbl = source if isinstance(source, pa.Table) else pq.read_table(source,
+                tbl = source if isinstance(source, pa.Table) else fs.read_table(source,
                                                                                 columns=list(MODEL_INPUT_COLUMNS))
                 cols = {c: tbl.column(c).to_pylist() for c in MODEL_INPUT_COLUMNS}
                 n = tbl.num_rows
@@ -514,7 +514,7 @@ def embed_drop(
         force: recompute every shard even when its output is valid.
     """
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = fs.location(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bs = int(batch_size or loaded.spec.batch_size)
     nw = int(loaded.spec.workers if workers is None else workers)

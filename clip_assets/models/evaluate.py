@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from clip_assets.io import fs
 from clip_assets.core.calibration import spearman
 from clip_assets.core.scores import log_ratio_image_conditioned
 from clip_assets.io.batches import decode_all, normalize
@@ -98,7 +98,7 @@ def ratio_spearman(
     uniq, inv = np.unique(np.asarray(captions, dtype=object), return_inverse=True)
     v = loaded.encode_texts([str(c) for c in uniq]).cpu().numpy()[inv]  # (N, d): each distinct caption encoded once
     log_r = log_ratio_image_conditioned(u, v, v, loaded.logit_scale)  # the drop's captions are the references
-    truth = pq.read_table(truth_path, columns=["uid", "true_log_ratio"]).to_pydict()
+    truth = fs.read_table(truth_path, columns=["uid", "true_log_ratio"]).to_pydict()
     true_by_uid = dict(zip(truth["uid"], truth["true_log_ratio"]))
     uids = ptr.column("uid").to_pylist()
     keep = np.array([uid in true_by_uid for uid in uids])

@@ -39,7 +39,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
@@ -52,11 +51,11 @@ from clip_assets.core.iwl import (
 )
 from clip_assets.io import fs
 from clip_assets.io.batches import normalize
-from clip_assets.io.commit import write_json
+from clip_assets.io.commit import resolve, write_json
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS
 from clip_assets.io.images import decode_resize
 from clip_assets.io.tables import drops_with, read_partition
-from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, load_model
+from clip_assets.models.loading import CONFIG_FILE, LoadedModel, ModelSpec, fetch_checkpoint, load_model
 from clip_assets.models.train import TrainConfig, TrainResult, train_contrastive
 from clip_assets.world import World
 
@@ -238,7 +237,7 @@ def train_pair(
     """
     say = log or (lambda s: None)
     w, log_c = training_weights(pool.log_weight, normalise)
-    seed_dir = Path(out_root) / f"seed-{config.seed}"
+    seed_dir = fs.location(out_root) / f"seed-{config.seed}"
     summary = {
         "normalise": normalise,
         "log_constant": log_c,
@@ -262,7 +261,7 @@ def train_pair(
 
 def _annotate(res: TrainResult, extra: dict[str, Any]) -> None:
     """Add IWL lineage to the checkpoint's open_clip_config.json (weights untouched, so the model id is too)."""
-    path = res.checkpoint_dir / CONFIG_FILE
+    path = resolve(res.checkpoint_dir) / CONFIG_FILE  # on a store: in the version the pointer names
     cfg = json.loads(path.read_text())
     cfg.setdefault("clip_assets", {}).update(extra)
     write_json(path, cfg)
@@ -270,11 +269,11 @@ def _annotate(res: TrainResult, extra: dict[str, Any]) -> None:
 
 def write_manifest(out_root: Path, payload: dict[str, Any]) -> Path:
     """Publish ``out_root/manifest.json`` atomically (commit layer: a private scratch name, then one rename)."""
-    return write_json(Path(out_root) / MANIFEST, payload)
+    return write_json(fs.location(out_root) / MANIFEST, payload)
 
 
 def read_manifest(out_root: Path) -> dict[str, Any]:
-    path = Path(out_root) / MANIFEST
+    path = fs.location(out_root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no IWL models yet ({path} is missing): materialize iwl_model/baseline_model first")
     return json.loads(path.read_text())
@@ -378,7 +377,7 @@ def _eval_from_folder(root: Path, class_names: Sequence[str] | None) -> EvalSet:
 
 
 def _eval_from_parquet(path: Path, class_names: Sequence[str] | None) -> EvalSet:
-    t = pq.read_table(path)
+    t = fs.read_table(path)
     cols = set(t.column_names)
     if "label" not in cols or not ({"image", "image_path"} & cols):
         raise ValueError(
@@ -437,7 +436,9 @@ def evaluate_zero_shot(loaded: LoadedModel, eval_set: EvalSet, template: str = D
 def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedModel:
     """Reload a checkpoint this module saved (a local-dir folder or its weights file; its config names the
     architecture)."""
-    p = Path(path)
+    p = fs.location(path)
+    if isinstance(p, fs.StorePath):
+        p = fetch_checkpoint(str(p))  # a local copy of the version its pointer names
     folder = p if p.is_dir() else p.parent
     return load_model(ModelSpec(name=f"local-dir:{folder}", checkpoint=str(p), device=device, workers=0))
 

@@ -51,6 +51,8 @@ from open_clip.pretrained import download_pretrained_from_hf
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from safetensors.torch import load_file as load_safetensors
 
+from clip_assets.config import cache_root
+from clip_assets.io import commit, fs
 from clip_assets.models import small
 
 CONFIG_FILE = "open_clip_config.json"
@@ -310,8 +312,47 @@ def _pick_weights(folder: Path) -> Path:
     return preferred[0]
 
 
+def fetch_checkpoint(url: str) -> Path:
+    """A checkpoint on an object store (a folder, or a file in one) -> its local copy below
+    ``<cache>/checkpoints/`` (open_clip loads from local disk).
+
+    A folder the project committed is a version behind a pointer (:mod:`clip_assets.io.commit`): the version it
+    names is downloaded once (versions are immutable, so the copy never goes stale; a newer commit is a new copy).
+    A file in a plain folder is downloaded with its ``open_clip_config.json``, keyed by its size and time.
+    """
+    loc = fs.location(url)
+    pointer = commit.is_pointer(loc)
+    folder, name = (loc, None) if pointer or loc.is_dir() else (loc.parent, loc.name)
+    version = commit.resolve(folder)
+    if version == folder:  # not committed by the project: the file itself (and its config), or the whole folder
+        names = [name, CONFIG_FILE] if name else [p.name for p in folder.iterdir() if p.is_file()]
+        try:
+            stamp = [(n, (folder / n).stat()) for n in names if (folder / n).is_file()]
+        except FileNotFoundError:
+            stamp = []
+        if name and not (folder / name).is_file():
+            stamp = []
+    else:
+        names, stamp = None, [version.url]
+    if not stamp:
+        raise ModelLoadError(f"checkpoint {url!r} does not exist on the store; give the URL of a folder the project "
+                             f"wrote (models/...) or of a weights file ({'/'.join(WEIGHT_SUFFIXES)})")
+    key = hashlib.sha256(repr((folder.url, stamp)).encode()).hexdigest()[:24]
+    local = cache_root() / "checkpoints" / key
+    if not local.is_dir():
+        src = version if names is None else folder
+        with commit.stage_dir(local) as st:  # a half-downloaded copy is never seen under its name
+            for p in (src.rglob("*") if names is None else [folder / n for n in names]):
+                if p.is_file():
+                    st.write_bytes(p.relative_to(src).as_posix(), p.read_bytes())
+    return local / name if name else local
+
+
 def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path | None]:
-    """A checkpoint file or folder -> (weights file, the folder of its open_clip_config.json or None)."""
+    """A checkpoint file or folder -> (weights file, the folder of its open_clip_config.json or None). A store URL
+    is fetched to the local cache first (:func:`fetch_checkpoint`)."""
+    if isinstance(checkpoint, fs.StorePath) or (isinstance(checkpoint, str) and fs.is_remote(checkpoint)):
+        checkpoint = fetch_checkpoint(str(checkpoint))
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise ModelLoadError(

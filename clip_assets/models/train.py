@@ -47,9 +47,10 @@ import pyarrow as pa
 import torch
 from matplotlib.figure import Figure
 
+from clip_assets.io import fs
 from clip_assets.config import models_dir
 from clip_assets.core.iwl import weighted_clip_loss
-from clip_assets.io.commit import stage_dir, write_json
+from clip_assets.io.commit import resolve, stage_dir, write_json
 from clip_assets.models import small
 from clip_assets.io.batches import normalize
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, index_drop, read_pointer
@@ -430,12 +431,13 @@ def train_contrastive(
         "preprocess_cfg": dict(model.visual.preprocess_cfg),
         "clip_assets": {"name": name, "train_config": config.to_dict(), "data": _data_ids(data), "metrics": {}},
     }
-    ckpt_dir = (Path(out_dir) if out_dir is not None else models_dir(home)) / name
+    ckpt_dir = (fs.location(out_dir) if out_dir is not None else models_dir(home)) / name
     weights = save_checkpoint(ckpt_dir, model.state_dict(), config_json)
     loaded = load_model(ModelSpec(name=config.model, checkpoint=str(weights), device="cpu", workers=0))
     metrics = _metrics(loaded, data, config, curves, seconds, cpu_seconds)
     config_json["clip_assets"]["metrics"] = metrics
-    write_json(ckpt_dir / CONFIG_FILE, config_json)  # the weights (and so the model id) are unchanged
+    # the weights (and so the model id) are unchanged; on a store the committed version's config is replaced
+    write_json(resolve(ckpt_dir) / CONFIG_FILE, config_json)
     say(f"trained {config.model} in {seconds:.1f}s: zero-shot accuracy {metrics['zero_shot_accuracy']:.3f}, "
         f"id {loaded.model_id_str}")
     return TrainResult(name=name, checkpoint_dir=ckpt_dir, checkpoint_path=weights, model_id=loaded.model_id,

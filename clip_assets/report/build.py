@@ -27,14 +27,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 from clip_assets.config import data_home
-from clip_assets.io.commit import stage_dir, write_text
+from clip_assets.io.commit import remove_tree, stage_dir, write_text
 from clip_assets.io.exports import read_summary
 from clip_assets.io.tables import drops_with
 from clip_assets.report import collect, select, sheets
@@ -94,7 +93,7 @@ def prune(home: Path | None, asset: str, keep: int = 20, drop: str | None = None
         keys = [k for k in keys if _state_drop(root / k) == drop]
     old = keys[:-keep]
     for k in old:
-        shutil.rmtree(root / k)
+        remove_tree(root / k)
     if old:
         write_index(home, asset)
     return old
@@ -115,7 +114,7 @@ def write_report(home: Path | None, asset: str, key: str, title: str, sections: 
     with its own sections."""
     folder = reports_dir(home, asset) / key
     sections = list(sections)
-    with stage_dir(folder) as st:
+    with stage_dir(folder, plain=True, marker="index.html") as st:
         files = [sheets.write(st, s) for s in sheet_list]
         if files:
             sections.append(Section("Contact sheets", text=f"{len(files)} sheets; green border = kept, red = "
@@ -196,12 +195,13 @@ def curated_subsets_report(home: Path | None, run_id: str, per_sheet: int = coll
     change = since_last(prev and prev["summary"], summary, prev and prev["drops"], drops)
     con = select.connect()
     try:
-        kept_drop = pivot_kept_per_drop(select.kept_per_drop(con, home), [s["subset"] for s in summary])
-        hists = {c: (h, tl) for c, tl in _threshold_lines(summary).items()
-                 if (h := select.histogram(con, home, c)) is not None}
-        sheet_list = collect.subset_sheets(con, home, summary, per_sheet)
-        if deciles:
-            sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet)
+        with select.one_listing():  # one listing of the warehouse for all sheets and plots
+            kept_drop = pivot_kept_per_drop(select.kept_per_drop(con, home), [s["subset"] for s in summary])
+            hists = {c: (h, tl) for c, tl in _threshold_lines(summary).items()
+                     if (h := select.histogram(con, home, c)) is not None}
+            sheet_list = collect.subset_sheets(con, home, summary, per_sheet)
+            if deciles:
+                sheet_list += collect.decile_sheets(con, home, collect.KL_COLUMNS, per_sheet)
     finally:
         con.close()
     shares = [s["kept_fraction"] if s["kept_fraction"] is not None and not math.isnan(s["kept_fraction"])
@@ -232,12 +232,13 @@ def drop_report(home: Path | None, asset: str, drop: str, run_id: str, per_sheet
     key = run_key(run_id, drop)
     con = select.connect()
     try:
-        sheet_list = collect.drop_sheets(con, home, [drop], per_sheet)
-        hists = {}
-        if any(drop in drops_with(a, home) for a in select.SCORE_ASSETS):
-            hists = {c: h for c in columns if (h := select.histogram(con, home, c, drops=[drop])) is not None}
-            if deciles:
-                sheet_list += collect.decile_sheets(con, home, list(hists), per_sheet, drops=[drop])
+        with select.one_listing():  # one listing of the warehouse for all sheets and plots
+            sheet_list = collect.drop_sheets(con, home, [drop], per_sheet)
+            hists = {}
+            if any(drop in drops_with(a, home) for a in select.SCORE_ASSETS):
+                hists = {c: h for c in columns if (h := select.histogram(con, home, c, drops=[drop])) is not None}
+                if deciles:
+                    sheet_list += collect.decile_sheets(con, home, list(hists), per_sheet, drops=[drop])
     finally:
         con.close()
     sections = [Section(f"{c} histogram", plot=png_bytes(threshold_histogram(h, [], title=f"{c} over drop {drop}")))

@@ -7,16 +7,19 @@ sheets. Rows come back as dicts with uid, drop, keep, score, caption, tar_path, 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import duckdb
 import numpy as np
-import pyarrow.parquet as pq
 
 from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
+from clip_assets.io.commit import resolve
 from clip_assets.io.exports import decisions_path, subsets_dir
+from clip_assets.io.fs import read_schema
 from clip_assets.io.tables import drops_with
 from clip_assets.report.plots import Histogram
 
@@ -31,11 +34,32 @@ def connect() -> duckdb.DuckDBPyConnection:
     return catalog.memory_connection(ordered=True)
 
 
+_listing_memo: contextvars.ContextVar[dict | None] = contextvars.ContextVar("report_listing_memo", default=None)
+
+
+@contextlib.contextmanager
+def one_listing() -> Iterator[None]:
+    """Within the block, :func:`files` lists each (asset, home, drops) once: a report's sheets and plots read one
+    version of every partition, and a store home is listed once per report, not once per sheet."""
+    token = _listing_memo.set({})
+    try:
+        yield
+    finally:
+        _listing_memo.reset(token)
+
+
 def files(asset: str, home: Path | None, drops: Sequence[str] | None = None) -> list[str]:
     """Parquet files of ``asset`` for ``drops`` (default: every drop that has it), in drop then file order."""
+    memo = _listing_memo.get()
+    key = (asset, str(home), None if drops is None else tuple(drops))
+    if memo is not None and key in memo:
+        return list(memo[key])
     have = drops_with(asset, home)
     chosen = have if drops is None else [d for d in drops if d in have]
-    return [f for d in chosen for f in catalog.partition_files(asset, d, home)]  # one version per partition
+    out = [f for d in chosen for f in catalog.partition_files(asset, d, home)]  # one version per partition
+    if memo is not None:
+        memo[key] = tuple(out)
+    return out
 
 
 def _check_n(n: int) -> int:
@@ -49,7 +73,7 @@ def score_asset(home: Path | None, column: str) -> str:
     known = []
     for asset in SCORE_ASSETS:
         fs = files(asset, home)
-        names = pq.read_schema(fs[0]).names if fs else []
+        names = read_schema(fs[0]).names if fs else []
         if column in names:
             return asset
         known += [n for n in names if n not in ("uid", "drop", "model_id", "reference_id")]
@@ -66,9 +90,9 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[dict]:
 def subset_rows(con, home: Path | None, subset: str, side: str, n: int, column: str | None = None) -> list[dict]:
     """Rows of one sheet of ``subset``: ``side`` in :data:`SUBSET_SIDES` (needs the subset's score ``column``)
     or in :data:`SAMPLE_SIDES` (kept/dropped rows by uid, for subsets without one column)."""
-    params = {"decisions": str(decisions_path(subset, subsets_dir(home))), "raw_files": files("raw_pairs", home),
-              "n": _check_n(n)}
-    if not Path(params["decisions"]).is_file():
+    decisions = decisions_path(subset, resolve(subsets_dir(home)))
+    params = {"decisions": str(decisions), "raw_files": files("raw_pairs", home), "n": _check_n(n)}
+    if not decisions.is_file():
         raise FileNotFoundError(f"subset {subset!r} has no decisions file {params['decisions']}")
     if side in SAMPLE_SIDES:
         return _rows(con, load_sql("queries/report_sheet_sample"), {**params, "keep": SAMPLE_SIDES[side]})

@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from clip_assets.io.commit import StagedDir
-from clip_assets.io.drops import read_pointer
+from clip_assets.io.drops import close_handles, read_pointer
 from clip_assets.report.format import fmt, join_nonempty
 
 THUMB = 128
@@ -67,12 +67,13 @@ def font(px: int = FONT_PX) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=px)
 
 
-def thumbnail(row: dict, size: int = THUMB) -> tuple[Image.Image | None, str | None]:
-    """(RGB thumbnail fitting ``size`` x ``size``, None) of a row's image, or (None, error)."""
+def thumbnail(row: dict, size: int = THUMB, handles: dict | None = None) -> tuple[Image.Image | None, str | None]:
+    """(RGB thumbnail fitting ``size`` x ``size``, None) of a row's image, or (None, error). ``handles``: an open
+    file cache for :func:`~clip_assets.io.drops.read_pointer` (one open per tar, not per image)."""
     if row.get("tar_path") is None:
         return None, "no raw_pairs row (no image pointer)"
     try:
-        data = read_pointer(row["tar_path"], int(row["offset"]), int(row["size"]))
+        data = read_pointer(row["tar_path"], int(row["offset"]), int(row["size"]), handles)
         with Image.open(io.BytesIO(data)) as im:
             im.draft("RGB", (size, size))  # JPEG: decode directly at a reduced scale
             out = im.convert("RGB")
@@ -120,12 +121,18 @@ def render(sheet: Sheet, columns: int = COLUMNS, thumb: int = THUMB) -> tuple[by
     if not n:
         draw.text((8, HEADER_H + 8), "(no rows)", fill=(80, 80, 80), font=f)
     errors: dict[str, str] = {}
+    handles: dict = {}
+    try:  # read in tar order with one open file per tar (one request per image on a store, not two)
+        order = sorted(range(n), key=lambda k: (str(sheet.rows[k].get("tar_path")), sheet.rows[k].get("offset") or 0))
+        thumbs = {k: thumbnail(sheet.rows[k], thumb, handles) for k in order}
+    finally:
+        close_handles(handles)
     for i, row in enumerate(sheet.rows):
         x0, y0 = (i % cols) * TILE_W, HEADER_H + (i // cols) * tile_h
         colour = {True: KEPT, False: DROPPED}.get(row.get("keep"), NEUTRAL)
         box = (x0 + (TILE_W - thumb) // 2 - 3, y0 + 2, x0 + (TILE_W + thumb) // 2 + 2, y0 + thumb + 7)
         draw.rectangle(box, outline=colour, width=3)
-        im, err = thumbnail(row, thumb)
+        im, err = thumbs[i]
         if im is None:
             errors[str(row["uid"])] = err or "unreadable"
             draw.rectangle((box[0] + 3, box[1] + 3, box[2] - 3, box[3] - 3), fill=(200, 200, 200))

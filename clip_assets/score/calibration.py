@@ -67,8 +67,8 @@ def calibrate(home: Path, landing: Path | str, drops: list[str]) -> Calibration:
     ``warehouse/score_calibration/score_calibration.parquet``."""
     frames = []
     for d in drops:  # file lists from Python: a '[' in the data home's path is no glob pattern
-        ps = pl.read_parquet(partition_files("pair_scores", d, home), glob=False)
-        kl = pl.read_parquet(partition_files("kl_stats", d, home), glob=False).select(["uid", *KL_COLUMNS])
+        ps = pl.from_arrow(fs.read_tables(partition_files("pair_scores", d, home)))
+        kl = pl.from_arrow(fs.read_tables(partition_files("kl_stats", d, home))).select(["uid", *KL_COLUMNS])
         truth = pl.read_parquet(io.BytesIO(fs.read_bytes(fs.join(landing, f"{d}.truth.parquet"))))
         frames.append(ps.join(kl, on="uid").join(truth.drop("drop"), on="uid", how="inner"))
     df = pl.concat(frames)

@@ -129,7 +129,7 @@ def test_webdataset_reshard_is_a_drop_holding_exactly_the_kept_samples(curated, 
     folder = tmp_path / "out" / "no_filter"
     assert res.path == folder and res.rows == 30 and res.shards == 5
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(f"{s:05d}{x}" for s in range(5) for x in (".tar", ".parquet", "_stats.json"))
+    assert names == sorted(["_SUCCESS", *(f"{s:05d}{x}" for s in range(5) for x in (".tar", ".parquet", "_stats.json"))])
     side = pq.read_table(folder / "00000.parquet")
     assert side.column_names[:11] == ["caption", "url", "key", "status", "error_message", "width", "height",
                                       "original_width", "original_height", "exif", "sha256"]
