@@ -54,7 +54,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from clip_assets.io import fs
 from clip_assets.io.commit import remove, write_table
-from clip_assets.io.drops import MODEL_INPUT_COLUMNS, read_pointer
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS, read_pointers
 from clip_assets.io.images import decode_rgb, sniff_format
 from clip_assets.models.loading import LoadedModel, torch_threads
 
@@ -268,7 +268,8 @@ class _ShardBatches(torch.utils.data.IterableDataset):
                 f.close()
 
     def _batch(self, shard: str, b: int, n_batches: int, cols: dict[str, list], lo: int, hi: int, fh: dict) -> dict:
-        datas = [read_pointer(cols["tar_path"][i], cols["offset"][i], cols["size"][i], fh) for i in range(lo, hi)]
+        # one ranged read per image; on a store the batch's reads run concurrently
+        datas = read_pointers(cols["tar_path"][lo:hi], cols["offset"][lo:hi], cols["size"][lo:hi], fh)
         out: dict[str, Any] = {
             "shard": shard,
             "batch": b,

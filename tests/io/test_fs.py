@@ -17,7 +17,7 @@ import pytest
 from s3_server import s3_store  # noqa: F401 - the module-scoped loopback S3 fixture
 
 from clip_assets.io import fs
-from clip_assets.io.drops import close_handles, index_drop, read_pointer
+from clip_assets.io.drops import close_handles, index_drop, read_pointer, read_pointers
 from clip_assets.world import write_drops
 
 
@@ -119,6 +119,32 @@ def test_every_pointer_read_from_s3_gives_the_local_bytes_with_one_ranged_get_of
     assert sum(g.body_bytes for g in gets) == sum(p["size"] for p in pointers)
     tar_bytes = sum((drop / f"{s:05d}.tar").stat().st_size for s in range(3))
     assert sum(g.body_bytes for g in gets) < tar_bytes / 2  # the tars hold json, txt and tar headers too
+
+
+def test_a_batch_of_pointer_reads_runs_concurrently_with_the_same_bytes_one_get_per_member(s3_store, s3_drop):
+    """read_pointers (what embedding uses per batch): the bytes of read_pointer in the rows' order, one ranged GET
+    of exactly each member (reads overlap, bytes do not grow), one open file per tar; the first bad row raises the
+    error read_pointer raises, after every read of the batch is done."""
+    _, drop_url, pointers = s3_drop
+    paths = [_remote(p["tar_path"], drop_url) for p in pointers]
+    offsets, sizes = [p["offset"] for p in pointers], [p["size"] for p in pointers]
+    want = [read_pointer(p["tar_path"], p["offset"], p["size"]) for p in pointers]
+    s3_store.reset()
+    handles: dict = {}
+    got = read_pointers(paths, offsets, sizes, handles)
+    assert got == want and list(handles) == [paths[-1]]  # the last tar stays open for the next batch
+    close_handles(handles)
+    gets = s3_store.gets()
+    assert len(gets) == len(pointers) and sum(g.body_bytes for g in gets) == sum(sizes)
+    heads = [r for r in s3_store.requests if r.method == "HEAD"]
+    assert len(heads) == len(set(paths))  # one open per tar, not per image
+    assert read_pointers(paths[:3], offsets[:3], sizes[:3]) == want[:3]  # without a cache
+    bad = sizes[:4]
+    bad[2] = 10 ** 9
+    with pytest.raises(OSError, match=r"short read: .* of 1000000000 bytes"):
+        read_pointers(paths[:4], offsets[:4], bad)
+    with pytest.raises(ValueError, match="3 paths, 2 offsets"):
+        read_pointers(paths[:3], offsets[:2], sizes[:3])
 
 
 def test_a_pointer_read_without_a_cache_fetches_only_its_member(s3_store, s3_drop):

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from s3_server import s3_store  # noqa: F401 - the module-scoped loopback S3 fixture
 
@@ -78,6 +79,16 @@ def test_the_chain_on_a_store_home_gives_the_rows_of_a_local_home(homes):
                 assert all(p.startswith("s3://") for p in got["tar_path"].to_pylist())
                 got, want = got.drop_columns(["tar_path"]), want.drop_columns(["tar_path"])
             assert got.num_rows == want.num_rows and got.sort_by("uid").equals(want.sort_by("uid")), (asset, drop)
+    # the global assets that join the synthetic truth files beside the drops read them on the store too
+    for table in ("score_calibration/score_calibration.parquet", "curation_report/curation_report.parquet"):
+        got, want = (fs.read_table(homes[k] / "warehouse" / table) for k in ("store", "local"))
+        assert got.num_rows > 0 and got.column_names == want.column_names, table
+        for c in got.column_names:  # DuckDB's parallel means may differ in the last bits between two runs
+            if pa.types.is_floating(got.schema.field(c).type):
+                a, b = (np.array(t[c].to_pylist(), dtype=float) for t in (got, want))
+                assert np.allclose(a, b, rtol=1e-12, atol=1e-15, equal_nan=True), (table, c)
+            else:
+                assert got[c].equals(want[c]), (table, c)
     wh = homes["store"] / "warehouse"  # committed as versions behind pointer objects
     assert commit.is_pointer(wh / "raw_pairs" / f"drop={DROPS[0]}") and commit.is_pointer(wh / "curated_subsets")
 
@@ -94,14 +105,15 @@ def test_sql_over_the_store_home_gives_the_answers_of_the_local_home(homes, monk
         monkeypatch.setenv("CLIP_ASSETS_HOME", str(homes[k]))
         answers[k] = {
             "subsets": _sql("SELECT subset, drop, count(*) AS n FROM curated_subsets GROUP BY ALL ORDER BY ALL", capsys),
-            "scores": _sql("SELECT uid, clip_score, log_ratio FROM pair_scores ORDER BY uid", capsys),
+            "scores": _sql("SELECT uid, clip_score, log_r_img FROM pair_scores ORDER BY uid", capsys),
             "drops": _sql("SELECT * FROM drop_counts ORDER BY ALL", capsys),
         }
     assert answers["store"]["subsets"] and answers["store"]["scores"]
     assert answers["store"]["subsets"] == answers["local"]["subsets"]
     assert answers["store"]["drops"] == answers["local"]["drops"]
     for a, b in zip(answers["store"]["scores"], answers["local"]["scores"]):
-        assert a["uid"] == b["uid"] and np.isclose(a["log_ratio"], b["log_ratio"], rtol=1e-12)
+        assert a["uid"] == b["uid"] and np.isclose(a["log_r_img"], b["log_r_img"], rtol=1e-12)
+        assert np.isclose(a["clip_score"], b["clip_score"], rtol=1e-12)
     monkeypatch.setenv("CLIP_ASSETS_HOME", str(homes["store"]))
     with pytest.raises(SystemExit):
         cli.main(["sql", "COPY (SELECT 1) TO '/tmp/x.csv'"])
@@ -126,3 +138,47 @@ def test_exports_from_the_store_home_equal_the_local_ones(homes, monkeypatch, ca
     assert "_SUCCESS" in names and names == sorted(p.name for p in (loc / SUBSET).iterdir())
     for name in names:
         assert (s / SUBSET / name).read_bytes() == (loc / SUBSET / name).read_bytes(), name
+
+
+def test_a_checkpoint_trained_into_the_store_loads_like_the_local_one_through_the_cache(
+        s3_store, tmp_path, monkeypatch):  # noqa: F811
+    """Models on a store home: the checkpoint folder is a version behind a pointer; loading fetches that version
+    once into the local cache and gives the weights (model id) of the same run trained to local disk."""
+    from clip_assets.models.iwl_train import load_checkpoint
+    from clip_assets.models.loading import ModelSpec, load_model
+    from clip_assets.models.train import CONFIG_FILE, TrainConfig, train_contrastive
+    from clip_assets.world import write_drops
+
+    monkeypatch.setenv("CLIP_ASSETS_CACHE", str(tmp_path / "cache"))
+    (drop,) = write_drops(tmp_path / "landing", drops=1, pairs=120, seed=4, shard_size=60)
+    cfg = TrainConfig(steps=3, batch_size=32, warmup_steps=1, eval_images=16, max_pairs=120)
+    models = StorePath(s3_store.url(ROOT, "models"))
+    remote = train_contrastive(drop, cfg, name="tiny", out_dir=models)
+    local = train_contrastive(drop, cfg, name="tiny", out_dir=tmp_path / "models")
+    assert commit.is_pointer(models / "tiny") and remote.checkpoint_dir == models / "tiny"
+    assert remote.model_id_str.split("@")[1] == local.model_id_str.split("@")[1]  # the same weights
+    cfg_json = json.loads((commit.resolve(models / "tiny") / CONFIG_FILE).read_text())
+    timing = {k for k in local.metrics if "second" in k}  # wall and CPU times differ between two runs
+    got = cfg_json["clip_assets"]["metrics"]  # written into the committed version after training
+    assert set(got) == set(local.metrics) and {k: got[k] for k in set(got) - timing} == {
+        k: local.metrics[k] for k in set(got) - timing}
+    s3_store.reset()
+    again = load_model(ModelSpec(name="x", checkpoint=str(remote.checkpoint_path), device="cpu", workers=0))
+    assert again.model_id_str == remote.model_id_str
+    assert not [r for r in s3_store.gets() if r.path.endswith(".bin")]  # served from the local cache
+    assert load_checkpoint(str(models / "tiny")).model_id_str == remote.model_id_str
+    with pytest.raises(Exception, match="does not exist on the store"):
+        load_model(ModelSpec(name="x", checkpoint=str(models / "nope" / "w.bin"), device="cpu", workers=0))
+
+
+def test_sql_on_a_store_home_reads_only_below_its_warehouse(homes, s3_store, monkeypatch, capsys):  # noqa: F811
+    """`clip-assets sql` is limited to the warehouse on a store too: another prefix of the same bucket (here the
+    landing's truth files) is refused, as a local path outside the warehouse is."""
+    monkeypatch.setenv("CLIP_ASSETS_HOME", str(homes["store"]))
+    outside = str(homes["store"] / "landing" / f"{DROPS[0]}.truth.parquet")
+    assert fs.exists(outside)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sql", "SELECT count(*) FROM read_parquet(?)", "--param", outside])
+    assert e.value.code != 0
+    assert "Permission" in capsys.readouterr().err

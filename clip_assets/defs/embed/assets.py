@@ -6,6 +6,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, model_validator
 
+from clip_assets.config import cache_dir
 from clip_assets.defs.keys import CONTRASTIVE_MODEL, EMBEDDINGS, RAW_PAIRS
 from clip_assets.defs.partitions import DROP_GRAIN, GLOBAL_GRAIN, drops_partitions
 from clip_assets.defs.plots import png_metadata
@@ -53,8 +54,10 @@ class ContrastiveModelConfig(dg.Config):
 
 
 def _training_drop(home, pairs: int, seed: int):
-    """The synthetic training drop (outside landing, so the sensor never ingests it); written once per seed/size."""
-    out = home / "training"
+    """The synthetic training drop (outside landing, so the sensor never ingests it); written once per seed/size.
+    It is a pure function of the seed, so a store home keeps it in its local cache (training reads every image
+    many times: from local disk, not through the store)."""
+    out = cache_dir(home) / "training"
     name = f"train-s{seed}-n{pairs}-"
     drop = out / f"{name}000"
     if not drop.is_dir():

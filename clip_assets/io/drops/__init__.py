@@ -16,7 +16,7 @@ from clip_assets.io.drops.layout import (
 )
 from clip_assets.io.drops.reader import (
     Sample, ShardEnd, Sidecar, close_handles, index_drop, index_shard, iter_shard, parse_meta, read_pointer,
-    read_sidecar, read_stats, split_member,
+    read_pointers, read_sidecar, read_stats, split_member,
 )
 from clip_assets.io.drops.writer import ShardWriter, add_tar_member, success_row
 
@@ -24,6 +24,6 @@ __all__ = [
     "IMAGE_EXTS", "MODEL_INPUT_COLUMNS", "POINTER_COLUMNS", "POINTER_SCHEMA", "SHARD_RE", "SIDECAR_SCHEMA", "SUCCESS_MARKER",
     "BadDropName", "DropStatus", "Location", "as_location", "child", "entry_name", "is_store", "Sample", "ShardEnd", "ShardWriter", "Sidecar", "add_tar_member", "success_row",
     "close_handles", "drop_fingerprint", "drop_signature", "drop_status", "index_drop", "index_shard", "iter_shard", "link_problem",
-    "parse_meta", "read_pointer", "read_sidecar", "read_stats", "scan_landing", "shard_id", "shard_ids",
+    "parse_meta", "read_pointer", "read_pointers", "read_sidecar", "read_stats", "scan_landing", "shard_id", "shard_ids",
     "sidecar_name", "split_member", "stats_name", "tar_name", "validate_drop_name",
 ]
