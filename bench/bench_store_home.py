@@ -19,7 +19,7 @@ GET requests per image, and every request of a store run by method. Loopback has
 is the per-request cost of the S3 protocol and of moto, a lower bound for a remote store. A JSON line at the end
 holds every figure.
 
-    python bench/bench_store_home.py [--drops 1 --pairs 3000 --shard-size 1000 --repeats 3 --batch-size 64]
+    python bench/bench_store_home.py [--drops 1 --pairs 2000 --shard-size 1000 --repeats 3 --batch-size 64]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def by_method(reqs) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--drops", type=int, default=1)
-    ap.add_argument("--pairs", type=int, default=3000, help="pairs per drop")
+    ap.add_argument("--pairs", type=int, default=2000, help="pairs per drop")
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
