@@ -11,10 +11,11 @@ Ray is an optional extra (``pip install clip-assets[ray]``); this module imports
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 EXECUTORS = ("local", "ray")
 EXECUTOR_ENV = "CLIP_ASSETS_EXECUTOR"
@@ -74,18 +75,43 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None,
         # workers import the clip_assets tree this driver runs (not another copy installed in site-packages)
         pkg_root = str(Path(__file__).resolve().parents[2])
         pythonpath = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(
-            address="local",
-            num_cpus=cpus,
-            object_store_memory=store_mb * 2**20,
-            include_dashboard=False,
-            _node_ip_address=LOOPBACK,
-            ignore_reinit_error=True,
-            runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        )
+        with _loopback_node_ip():
+            ray.init(
+                address="local",
+                num_cpus=cpus,
+                object_store_memory=store_mb * 2**20,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                ignore_reinit_error=True,
+                runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+            )
         desc = f"ray: started a local cluster on {LOOPBACK} ({cpus} CPUs, {store_mb} MB object store, no dashboard)"
     say(desc)
     return desc
+
+
+@contextlib.contextmanager
+def _loopback_node_ip() -> Iterator[None]:
+    """Make Ray's node IP the loopback address while a local cluster starts.
+
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's routable address (and its servers bind to the
+    node IP), except where it treats the machine as a single-node platform (its ENABLE_RAY_CLUSTER constant,
+    false on macOS/Windows). Cleared for the start only: once started, the node's IP is the node's own.
+    """
+    try:
+        from ray._private import ray_constants  # private; checked against the pinned ray 2.60
+    except ImportError:  # pragma: no cover - another ray layout: its default binding
+        yield
+        return
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if before is None:  # pragma: no cover
+        yield
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def _resources() -> str:

@@ -7,6 +7,7 @@ Data can hang when actors take every CPU). They are skipped when the optional ex
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -29,12 +30,17 @@ SPEC = ModelSpec(name="clip-assets-tiny", device="cpu", workers=0, batch_size=BA
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="the optional extra 'ray' (pip install clip-assets[ray]) is not installed")
-    from clip_assets.models.executors import init_ray
+    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
 
-    desc = init_ray(num_cpus=2)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield desc
-    ray.shutdown()
+    address = os.environ.pop(RAY_ADDRESS_ENV, None)  # these tests start their own local cluster
+    try:
+        desc = init_ray(num_cpus=2)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield desc
+    finally:
+        ray.shutdown()
+        if address is not None:
+            os.environ[RAY_ADDRESS_ENV] = address
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,14 @@ def test_executor_from_env_and_config(monkeypatch):
         executor()
     with pytest.raises(ValueError, match=r"unknown executor 'dask' \(from the run config's executor\)"):
         executor("dask")
+
+
+def test_local_cluster_is_on_loopback_only(ray_cluster):
+    import ray
+
+    assert "local cluster on 127.0.0.1 (2 CPUs, 256 MB object store, no dashboard)" in ray_cluster
+    assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"]
+    assert ray.cluster_resources()["CPU"] == 2
 
 
 @pytest.mark.timeout(300)
