@@ -32,6 +32,9 @@ order, same model id, same dimension) is skipped, so a killed run re-run recompu
 a shard whose uids changed (a drop re-landed with other contents) is recomputed; output files of shards no longer
 in the input are removed. Batches are formed per shard from its first row, so results do not depend on which
 shards were skipped.
+
+The ``ray`` executor (:mod:`clip_assets.models.embed_ray`) shares the shard planning, batching, Pillow
+preprocess, forward pass and writer above, so it writes the same files.
 """
 
 from __future__ import annotations
