@@ -94,6 +94,7 @@ def test_local_cluster_is_on_loopback_only(ray_cluster):
     assert ray.cluster_resources()["CPU"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ray_writes_the_local_rows_and_resumes_per_shard(ray_cluster, tables, loaded, local, tmp_path):
     from clip_assets.models.embed_ray import embed_drop_ray
@@ -120,6 +121,7 @@ def test_ray_writes_the_local_rows_and_resumes_per_shard(ray_cluster, tables, lo
     assert again.skipped == ["00000", "00001", "00002"] and again.written == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_undecodable_image_fails_like_the_local_path(ray_cluster, tables, loaded, local, tmp_path):
     from clip_assets.models.embed_ray import embed_drop_ray
@@ -142,3 +144,46 @@ def test_undecodable_image_fails_like_the_local_path(ray_cluster, tables, loaded
         assert "part-00001.parquet" not in names, names
         for n in names:  # whatever was completed before the error is the good output
             assert _same_rows(tmp_path / d / n, local.files[int(n[5:10])])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_embeddings_asset_with_the_ray_executor_writes_the_local_rows(ray_cluster, loaded, tmp_path):
+    import dagster as dg
+
+    from clip_assets.defs.embed.assets import embeddings
+    from clip_assets.defs.partitions import drops_partitions
+    from clip_assets.defs.resources import HomeResource
+    from clip_assets.io.ingest import ingest_drop
+    from clip_assets.io.warehouse import partition_dir
+    from clip_assets.models.card import write_card
+
+    home = tmp_path / "home"
+    (drop_dir,) = write_drops(home / "landing", drops=1, pairs=100, seed=9, shard_size=50)
+    ingest_drop(drop_dir, home=home)
+    write_card(SPEC.to_dict(), loaded.model_id, loaded.model_id_str, home=home)
+    drop = drop_dir.name
+    out = partition_dir("embeddings", drop, home)
+
+    def run(executor_name):
+        with dg.instance_for_test() as inst:
+            inst.add_dynamic_partitions(drops_partitions.name, [drop])
+            res = dg.materialize([embeddings], partition_key=drop, instance=inst,
+                                 resources={"home": HomeResource(home=str(home))},
+                                 run_config={"ops": {"embeddings": {"config": {"executor": executor_name}}}})
+            assert res.success
+            (mat,) = res.get_asset_materialization_events()
+            meta = mat.materialization.metadata
+            assert meta["executor"].value == executor_name and meta["shards_written"].value == 2
+            assert all(c.passed for c in res.get_asset_check_evaluations())
+        files = sorted(out.glob("part-*.parquet"))
+        tables = {f.name: pq.read_table(f) for f in files}
+        for f in files:
+            f.unlink()
+        return tables
+
+    local_rows = run("local")
+    ray_rows = run("ray")
+    assert sorted(local_rows) == sorted(ray_rows) == ["part-00000.parquet", "part-00001.parquet"]
+    for name, t in local_rows.items():
+        assert t.equals(ray_rows[name], check_metadata=True)
