@@ -32,6 +32,9 @@ order, same model id, same dimension) is skipped, so a killed run re-run recompu
 a shard whose uids changed (a drop re-landed with other contents) is recomputed; output files of shards no longer
 in the input are removed. Batches are formed per shard from its first row, so results do not depend on which
 shards were skipped.
+
+The ``ray`` executor (:mod:`clip_assets.models.embed_ray`) shares the shard planning, batching, Pillow
+preprocess, forward pass and writer above, so it writes the same files.
 """
 
 from __future__ import annotations
@@ -258,11 +261,9 @@ class _ShardBatches(torch.utils.data.IterableDataset):
                 tbl = source if isinstance(source, pa.Table) else fs.read_table(source,
                                                                                 columns=list(MODEL_INPUT_COLUMNS))
                 cols = {c: tbl.column(c).to_pylist() for c in MODEL_INPUT_COLUMNS}
-                n = tbl.num_rows
-                n_batches = -(-n // self.batch_size)
-                for b in range(n_batches):
-                    lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
-                    yield self._batch(shard, b, n_batches, cols, lo, hi, fh)
+                bounds = batch_bounds(tbl.num_rows, self.batch_size)
+                for b, (lo, hi) in enumerate(bounds):
+                    yield self._batch(shard, b, len(bounds), cols, lo, hi, fh)
         finally:
             for f in fh.values():
                 f.close()
@@ -278,16 +279,33 @@ class _ShardBatches(torch.utils.data.IterableDataset):
             "tokens": self.tokenizer(cut_captions(cols["caption"][lo:hi], self.context_length)),
         }
         if self.mode == "pil":
-            where = [f"{cols['tar_path'][i]} at byte {cols['offset'][i]}, {cols['size'][i]} bytes" for i in range(lo, hi)]
-            out["images"] = torch.stack([
-                _decode_or_explain(lambda d=d: self.preprocess(decode_rgb(d)), shard, uid, w)
-                for d, uid, w in zip(datas, out["uids"], where)
-            ])
+            where = [pointer_where(cols["tar_path"][i], cols["offset"][i], cols["size"][i]) for i in range(lo, hi)]
+            out["images"] = preprocess_pil(datas, self.preprocess, shard, out["uids"], where)
         else:
             # one contiguous blob per batch: a single shared-memory tensor crosses the worker queue, not B small ones
             out["blob"] = torch.frombuffer(bytearray(b"".join(datas)), dtype=torch.uint8) if datas else torch.empty(0, dtype=torch.uint8)
             out["lengths"] = [len(d) for d in datas]
         return out
+
+
+def pointer_where(tar_path: str, offset: int, size: int) -> str:
+    """Where a sample's bytes are, for error messages."""
+    return f"{tar_path} at byte {offset}, {size} bytes"
+
+
+def preprocess_pil(datas: Sequence[bytes], preprocess: Callable, shard: str, uids: Sequence[str],
+                   where: Sequence[str]) -> torch.Tensor:
+    """(B, 3, S, S): each encoded image decoded by Pillow and put through the model's eval transform; an image
+    that cannot be decoded raises a RuntimeError naming its shard and uid (both executors go through here)."""
+    return torch.stack([
+        _decode_or_explain(lambda d=d: preprocess(decode_rgb(d)), shard, uid, w)
+        for d, uid, w in zip(datas, uids, where)
+    ])
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges [lo, hi) of a shard's batches: formed from its first row, so they never depend on other shards."""
+    return [(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]
 
 
 def _decode_or_explain(decode: Callable[[], torch.Tensor], shard: str, uid: str, where: str) -> torch.Tensor:
@@ -526,6 +544,11 @@ def embed_drop(
     removed = _remove_stale(out_dir, shards)
     with torch_threads(loaded.spec.threads):
         writer, skipped = _run(shards, loaded, progress, bs, nw, mode, force)
+    return _result(loaded, shards, writer, skipped, removed, t0)
+
+
+def _result(loaded: LoadedModel, shards: list[_Shard], writer: "_ShardWriter", skipped: list[str],
+            removed: list[str], t0: float) -> EmbedResult:
     seconds = time.perf_counter() - t0
     return EmbedResult(
         model_id=loaded.model_id_str,
@@ -546,16 +569,22 @@ def embed_drop(
 def _run(shards: list[_Shard], loaded: LoadedModel, progress: ProgressFn | None, bs: int, nw: int, mode: str,
          force: bool) -> tuple[_ShardWriter, list[str]]:
     """Skip valid outputs, write empty shards, embed the rest; (the writer with what it wrote, skipped ids)."""
+    todo, skipped, writer = _plan(shards, loaded, progress, force)
+    if todo:
+        _embed_batches(todo, loaded, bs, nw, mode, writer)
+    return writer, skipped
+
+
+def _plan(shards: list[_Shard], loaded: LoadedModel, progress: ProgressFn | None, force: bool
+          ) -> tuple[list[_Shard], list[str], "_ShardWriter"]:
+    """(non-empty shards to embed, ids of shards whose valid output is kept, the writer); empty shards written."""
     model_id = loaded.model_id_str
     todo = [s for s in shards if force or not _output_valid(s.out_path, s.n_rows, s.uid_digest, model_id, loaded.embed_dim)]
     todo_ids = {s.shard for s in todo}
     skipped = [s.shard for s in shards if s.shard not in todo_ids]
     writer = _ShardWriter(todo, loaded, len(shards), len(skipped), progress)
     writer.write_empty([s for s in todo if s.n_rows == 0])  # empty shards need no model
-    todo = [s for s in todo if s.n_rows > 0]
-    if todo:
-        _embed_batches(todo, loaded, bs, nw, mode, writer)
-    return writer, skipped
+    return [s for s in todo if s.n_rows > 0], skipped, writer
 
 
 def _forward(batch: dict[str, Any], loaded: LoadedModel, tensor_pp: TensorPreprocess | None) -> _Computed:

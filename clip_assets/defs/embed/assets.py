@@ -18,6 +18,7 @@ from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.warehouse import partition_dir
 from clip_assets.models.card import load_current_model, write_card
 from clip_assets.models.embed import embed_drop, embedding_schema
+from clip_assets.models.executors import executor
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.models.train import TrainConfig, train_contrastive
 from clip_assets.world import write_drops
@@ -115,11 +116,18 @@ def contrastive_model(context: dg.AssetExecutionContext, config: ContrastiveMode
 
 
 class EmbeddingsConfig(dg.Config):
-    """Overrides of the model card's run settings for this run (empty / 0 / -1 = the card's)."""
+    """Overrides of the model card's run settings for this run (empty / 0 / -1 = the card's).
+
+    executor: "local" (in process) or "ray" (a Ray Data job on the cluster at RAY_ADDRESS, else a local one);
+              empty = $CLIP_ASSETS_EXECUTOR, else "local".
+    ray_actors: model actors in the Ray job's pool (one model load, and one GPU where the cluster has them, each).
+    """
 
     device: str = ""
     batch_size: int = Field(0, ge=0)
     workers: int = Field(-1, ge=-1)
+    executor: str = ""
+    ray_actors: int = Field(1, ge=1)
 
 
 @dg.asset(
@@ -144,6 +152,7 @@ class EmbeddingsConfig(dg.Config):
 def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, home: HomeResource):
     drop = validate_drop_name(context.partition_key)
     h = home.path()
+    run_on = executor(config.executor)
     loaded = load_current_model(h, device=config.device or None, batch_size=config.batch_size or None,
                                 workers=config.workers if config.workers >= 0 else None)
 
@@ -151,14 +160,19 @@ def embeddings(context: dg.AssetExecutionContext, config: EmbeddingsConfig, home
         context.log.info(f"embeddings {drop}: shard {done}/{total}, {ips:.0f} images/s")
 
     # the version raw_pairs' pointer names now: a re-ingest committing meanwhile cannot mix into this read
-    res = embed_drop(resolve(partition_dir("raw_pairs", drop, h)), loaded, partition_dir("embeddings", drop, h),
-                     progress=progress)
+    src, out = resolve(partition_dir("raw_pairs", drop, h)), partition_dir("embeddings", drop, h)
+    if run_on == "ray":
+        from clip_assets.models.embed_ray import embed_drop_ray  # ray is an optional extra
+
+        res = embed_drop_ray(src, loaded, out, progress=progress, concurrency=config.ray_actors, log=context.log.info)
+    else:
+        res = embed_drop(src, loaded, out, progress=progress)
     raw_rows = partition_rows("raw_pairs", drop, h)
     written = {f"part-{s}" for s in res.written}
     quality = embedding_quality([f for f in res.files if f.stem in written])
     yield dg.MaterializeResult(metadata={
         "dagster/row_count": res.rows_total, "drop": drop, **res.to_metadata(),
-        "device": str(loaded.device), "precision": loaded.precision,
+        "device": str(loaded.device), "precision": loaded.precision, "executor": run_on,
         "dagster/column_schema": column_schema(embedding_schema(loaded.embed_dim)),
     })
     ok = bool(res.rows_total == raw_rows and quality["ok"])

@@ -1,0 +1,244 @@
+"""The ``ray`` executor of the embeddings stage: :func:`embed_drop_ray`, same inputs and outputs as
+:func:`clip_assets.models.embed.embed_drop`.
+
+Pipeline (Ray Data, one job over the shards that lack a valid output)::
+
+    one item per model batch (shard, batch index, its rows' uid/caption/pointers; batches formed per shard from
+    its first row, exactly as the local path forms them)
+      -> map_batches(_prepare): CPU tasks read the image bytes through the pointers, decode + preprocess them
+         with the model's eval transform and tokenize the captions (the local path's own functions, so the
+         pixels and tokens are identical)
+      -> map_batches(_EmbedActor): a fixed-size actor pool (``concurrency``), one model load per actor, one model
+         batch per call (``batch_size`` samples), ``num_gpus=1`` per actor when the cluster has GPUs (bf16/fp16
+         autocast there as the spec says), fp32 on CPU
+      -> the driver collects the embedded batches in whatever order they finish, orders each shard's by batch
+         index and writes ``part-<shard>.parquet`` through the commit layer when its last batch is in (the local
+         path's writer: same table builder, schema, metadata and uid check).
+
+So the rows, their order and the batch composition do not depend on Ray's scheduling; a shard is visible only
+once complete; skip/resume, stale-output removal and empty shards are the local path's (shared code). Arrays
+travel between stages as raw little-endian bytes plus a shape (exact, and no tensor extension types needed).
+
+A sample that cannot be decoded fails its task with the local path's RuntimeError ("cannot decode image of uid
+..."), re-raised as such at the driver; shards completed before it stay written, its own shard is not (an error
+raised by the code is not retried). A worker killed mid-job is Ray Data's to recover with its defaults: a decode
+task is retried (up to 3 times), a model actor restarted and its batch resubmitted; if Ray gives up the call
+raises, nothing partial is visible, and a re-run resumes per shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from clip_assets.io import fs
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, read_pointer
+from clip_assets.models.embed import (
+    EmbedResult, ProgressFn, _Computed, _Shard, _collect_shards, _forward, _plan, _remove_stale, _result,
+    batch_bounds, cut_captions, pointer_where, preprocess_pil,
+)
+from clip_assets.models.executors import cluster_gpus, init_ray
+from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
+
+DECODE_ERROR = "cannot decode image of uid"
+MAX_BLOCKS = 256  # input blocks (one or more model batches each)
+
+
+def _decode_task_memory(bs: int, image_size: int) -> int:
+    """Memory a decode task reserves: its batch as float32 pixels a few times over (decoded, stacked, packed)
+    plus headroom. Besides scheduling, this keeps the decode tasks' remote arguments different from the actors',
+    so Ray Data does not fuse the decode stage into the model actors (it fuses map stages with equal ones)."""
+    return int(4 * bs * 3 * image_size * image_size * 4 + 64 * 2**20)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# arrays as bytes + shape between stages
+
+
+def _pack(x: np.ndarray) -> tuple[bytes, list[int]]:
+    return np.ascontiguousarray(x).tobytes(), list(x.shape)
+
+
+def _unpack(data: bytes, shape: Sequence[int], dtype: Any) -> np.ndarray:
+    return np.frombuffer(data, dtype=dtype).reshape([int(s) for s in shape])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stage 1: CPU tasks, read + decode + preprocess + tokenize
+
+
+def _prepare(batch: pa.Table, preprocess: Callable, tokenizer: Callable, context_length: int) -> pa.Table:
+    rows = []
+    fh: dict[str, Any] = {}
+    try:
+        for r in batch.to_pylist():
+            datas = [read_pointer(p, o, s, fh) for p, o, s in zip(r["tar_paths"], r["offsets"], r["sizes"])]
+            where = [pointer_where(p, o, s) for p, o, s in zip(r["tar_paths"], r["offsets"], r["sizes"])]
+            images = preprocess_pil(datas, preprocess, r["shard"], r["uids"], where).numpy()
+            tokens = tokenizer(cut_captions(r["captions"], context_length)).numpy()
+            img_b, img_s = _pack(images.astype(np.float32, copy=False))
+            tok_b, tok_s = _pack(tokens.astype(np.int64, copy=False))
+            rows.append({"shard": r["shard"], "batch": r["batch"], "n_batches": r["n_batches"], "uids": r["uids"],
+                         "images": img_b, "images_shape": img_s, "tokens": tok_b, "tokens_shape": tok_s})
+    finally:
+        close_handles(fh)
+    return pa.Table.from_pylist(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stage 2: the actor pool, one model per actor
+
+
+class _EmbedActor:
+    def __init__(self, spec: ModelSpec, threads: int):
+        torch.set_num_threads(max(1, int(threads)))
+        self.loaded = load_model(spec)
+        self.loaded.model.eval()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = []
+        with torch.inference_mode():
+            for r in batch.to_pylist():
+                b = {"shard": r["shard"], "batch": r["batch"], "n_batches": r["n_batches"], "uids": r["uids"],
+                     "images": torch.from_numpy(_unpack(r["images"], r["images_shape"], np.float32).copy()),
+                     "tokens": torch.from_numpy(_unpack(r["tokens"], r["tokens_shape"], np.int64).copy())}
+                item = _forward(b, self.loaded, None)
+                if item.event is not None:
+                    item.event.synchronize()
+                img_b, img_s = _pack(item.img.cpu().numpy())
+                txt_b, _ = _pack(item.txt.cpu().numpy())
+                rows.append({"shard": r["shard"], "batch": r["batch"], "n_batches": r["n_batches"],
+                             "uids": r["uids"], "img": img_b, "txt": txt_b, "shape": img_s,
+                             "model_id": self.loaded.model_id_str})
+        return pa.Table.from_pylist(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# driver
+
+
+def _batch_items(todo: list[_Shard], bs: int) -> list[dict[str, Any]]:
+    """One item per model batch, shard by shard (each shard's pointer columns read once here)."""
+    items = []
+    for s in todo:
+        tbl = s.source if isinstance(s.source, pa.Table) else fs.read_table(s.source, columns=list(MODEL_INPUT_COLUMNS))
+        cols = {c: tbl.column(c).to_pylist() for c in MODEL_INPUT_COLUMNS}
+        bounds = batch_bounds(tbl.num_rows, bs)
+        for b, (lo, hi) in enumerate(bounds):
+            items.append({"shard": s.shard, "batch": b, "n_batches": len(bounds), "uids": cols["uid"][lo:hi],
+                          "captions": cols["caption"][lo:hi], "tar_paths": [str(p) for p in cols["tar_path"][lo:hi]],
+                          "offsets": cols["offset"][lo:hi], "sizes": cols["size"][lo:hi]})
+    return items
+
+
+def _actor_spec(spec: ModelSpec, gpus: bool) -> ModelSpec:
+    if gpus:
+        # Ray gives each actor its own GPU as cuda:0 (CUDA_VISIBLE_DEVICES)
+        return dataclasses.replace(spec, device="cuda" if spec.device in ("auto", "cuda") or spec.device.startswith("cuda:") else spec.device)
+    if spec.device.startswith("cuda"):
+        raise ValueError(f"the model spec asks for device {spec.device!r} but the Ray cluster has no GPU; "
+                         f"use device 'auto' or 'cpu'")
+    return dataclasses.replace(spec, device="cpu")
+
+
+def _decode_error(e: BaseException) -> str | None:
+    """The local path's decode error message inside a Ray error (its chain or its text), else None."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        for line in str(x).splitlines():
+            if DECODE_ERROR in line:
+                return line[line.index("shard "):] if "shard " in line else line.strip()
+        stack += [x.__cause__, x.__context__, getattr(x, "cause", None)]
+    return None
+
+
+def embed_drop_ray(
+    source: str | os.PathLike | Sequence[Any],
+    model: ModelSpec | LoadedModel,
+    out_dir: str | os.PathLike,
+    progress: ProgressFn | None = None,
+    *,
+    batch_size: int | None = None,
+    concurrency: int = 1,
+    cpus_per_actor: float = 1.0,
+    decode: str = "auto",
+    force: bool = False,
+    num_cpus: int | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> EmbedResult:
+    """:func:`clip_assets.models.embed.embed_drop` as a Ray Data job (see the module doc); same arguments where
+    they overlap, same files, same :class:`EmbedResult`.
+
+    Args:
+        model: a :class:`ModelSpec` (the driver then loads it on CPU once, for its id, transforms and tokenizer)
+            or an already loaded model (its spec is what the actors load).
+        concurrency: actors in the pool (each loads the model once; one GPU each when the cluster has GPUs).
+        cpus_per_actor: CPUs each actor reserves (also its torch thread count unless the spec sets threads);
+            leave at least one CPU of the cluster to the decode tasks.
+        decode: "auto" or "pil" (Pillow in the CPU tasks; device decoding is the local path's).
+        num_cpus: CPUs of a local cluster started here (see :func:`clip_assets.models.executors.init_ray`).
+        log: where to say which cluster was used (default: this module's logger).
+    """
+    import ray
+
+    t0 = time.perf_counter()
+    if decode not in ("auto", "pil"):
+        raise ValueError(f"the ray executor decodes with Pillow in CPU tasks: decode must be 'auto' or 'pil', "
+                         f"got {decode!r}")
+    if int(concurrency) < 1 or float(cpus_per_actor) <= 0:
+        raise ValueError(f"concurrency must be >= 1 and cpus_per_actor > 0, got {concurrency}, {cpus_per_actor}")
+    loaded = model if isinstance(model, LoadedModel) else load_model(dataclasses.replace(model, device="cpu"))
+    bs = int(batch_size or loaded.spec.batch_size)
+    if bs < 1:
+        raise ValueError(f"batch_size must be >= 1, got {bs}")
+    out_dir = fs.location(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = _collect_shards(source, out_dir)
+    removed = _remove_stale(out_dir, shards)
+    todo, skipped, writer = _plan(shards, loaded, progress, force)
+    if todo:
+        init_ray(num_cpus=num_cpus, log_fn=log)
+        gpus = cluster_gpus() >= 1
+        items = _batch_items(todo, bs)
+        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+        ds = ds.map_batches(
+            _prepare, batch_size=1, batch_format="pyarrow", num_cpus=1,
+            memory=_decode_task_memory(bs, loaded.image_size),
+            fn_kwargs={"preprocess": loaded.preprocess, "tokenizer": loaded.tokenizer,
+                       "context_length": loaded.context_length},
+        )
+        ds = ds.map_batches(
+            _EmbedActor, batch_size=1, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=int(concurrency)),
+            num_cpus=float(cpus_per_actor), num_gpus=1 if gpus else 0,
+            fn_constructor_kwargs={"spec": _actor_spec(loaded.spec, gpus),
+                                   "threads": loaded.spec.threads or max(1, int(cpus_per_actor))},
+        )
+        try:
+            for r in ds.iter_rows():
+                if r["model_id"] != loaded.model_id_str:
+                    raise RuntimeError(f"the Ray actors loaded model {r['model_id']}, the driver "
+                                       f"{loaded.model_id_str}: do all nodes see the same checkpoint?")
+                img = _unpack(r["img"], r["shape"], np.float16)
+                txt = _unpack(r["txt"], r["shape"], np.float16)
+                writer.add(_Computed(r["shard"], int(r["batch"]), int(r["n_batches"]), list(r["uids"]),
+                                     torch.from_numpy(img.copy()), torch.from_numpy(txt.copy())))
+        except Exception as e:
+            msg = _decode_error(e)
+            if msg is not None:
+                raise RuntimeError(msg) from e
+            raise
+        writer.check_complete()
+        writer.written.sort()  # completion order is Ray's; the result lists shards in order
+    return _result(loaded, shards, writer, skipped, removed, t0)
