@@ -38,7 +38,7 @@ import pyarrow as pa
 import torch
 
 from clip_assets.io import fs
-from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, read_pointer
+from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, read_pointers
 from clip_assets.models.embed import (
     EmbedResult, ProgressFn, _Computed, _Shard, _collect_shards, _forward, _plan, _remove_stale, _result,
     batch_bounds, cut_captions, pointer_where, preprocess_pil,
@@ -78,7 +78,7 @@ def _prepare(batch: pa.Table, preprocess: Callable, tokenizer: Callable, context
     fh: dict[str, Any] = {}
     try:
         for r in batch.to_pylist():
-            datas = [read_pointer(p, o, s, fh) for p, o, s in zip(r["tar_paths"], r["offsets"], r["sizes"])]
+            datas = read_pointers(r["tar_paths"], r["offsets"], r["sizes"], fh)
             where = [pointer_where(p, o, s) for p, o, s in zip(r["tar_paths"], r["offsets"], r["sizes"])]
             images = preprocess_pil(datas, preprocess, r["shard"], r["uids"], where).numpy()
             tokens = tokenizer(cut_captions(r["captions"], context_length)).numpy()
