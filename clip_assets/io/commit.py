@@ -718,8 +718,14 @@ def _read_store_pointer(final_dir: StorePath) -> str | None:
 
 
 def _point_store(final_dir: StorePath, version: StorePath) -> None:
-    """Name ``version`` as ``final_dir``'s contents: one PUT of the pointer object (atomic)."""
-    if _read_store_pointer(final_dir) == version.name:
+    """Name ``version`` as ``final_dir``'s contents: one PUT of the pointer object (atomic). A pointer that already
+    names a later commit is left alone: a recovery rolling forward a journal it read before that journal's writer
+    finished (and a later commit followed) must not move the pointer back to the older version."""
+    current = _read_store_pointer(final_dir)
+    if current == version.name:
+        return
+    if current is not None and (_commit_of(final_dir.parent / current, final_dir) or "") > (
+            _commit_of(version, final_dir) or ""):
         return
     doc = {"version": version.name, "commit": _commit_of(version, final_dir)}
     fs.write_bytes_atomic(final_dir / POINTER_FILE, (json.dumps(doc, sort_keys=True) + "\n").encode())

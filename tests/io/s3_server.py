@@ -6,6 +6,10 @@
 off so that nothing reaches a real cloud endpoint), creates a bucket, yields an :class:`S3Store`, and stops the
 server. :func:`running_store` is the same as a context manager, for the benchmarks.
 
+:attr:`S3Store.slow_puts` makes the store slow on purpose for the fault tests: a PUT to a key whose path holds
+one of its substrings is served one at a time, each after that many seconds, so a writer killed while it uploads
+a folder leaves part of it (deterministically, not by a race with parallel uploads).
+
 The server records every request it answers (method, path, ``Range`` header, response body bytes), so a test can
 check how many bytes a read really fetched from the store: moto itself keeps no such counter.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -41,6 +46,7 @@ class S3Store:
     bucket: str
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    slow_puts: dict[str, float] = field(default_factory=dict)  # path substring -> seconds (see module doc)
 
     def url(self, *parts: str) -> str:
         return fs.join(f"s3://{self.bucket}", *parts)
@@ -63,19 +69,26 @@ class S3Store:
 class _CountingServer(ThreadedMotoServer):
     """ThreadedMotoServer whose WSGI app is wrapped to record each request and the bytes of its response."""
 
-    def __init__(self, store_requests: list[Request], lock: threading.Lock) -> None:
+    def __init__(self, store_requests: list[Request], lock: threading.Lock, slow_puts: dict[str, float]) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self._log, self._lock = store_requests, lock
+        self._log, self._lock, self._slow = store_requests, lock, slow_puts
 
     def _server_entry(self) -> None:
         app = threaded_moto_server.DomainDispatcherApplication(threaded_moto_server.create_backend_app)
-        log, lock = self._log, self._lock
+        log, lock, slow = self._log, self._lock, self._slow
+        one_at_a_time = threading.Lock()
 
         def counting(environ, start_response):
             # the request is logged and its bytes counted before each chunk goes out, so a client that has its
             # response already sees it in the log
             req = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE"), 0)
-            body = app(environ, start_response)
+            delay = next((s for sub, s in list(slow.items()) if sub in req.path), None) if req.method == "PUT" else None
+            if delay is None:
+                body = app(environ, start_response)
+            else:
+                with one_at_a_time:  # the object is stored by app(): it appears `delay` after the previous one
+                    time.sleep(delay)
+                    body = app(environ, start_response)
             with lock:
                 log.append(req)
             try:
@@ -105,7 +118,8 @@ def running_store(mp: pytest.MonkeyPatch, bucket: str = BUCKET) -> Iterator[S3St
     """Start the loopback server, point the AWS variables at it (through ``mp``), create ``bucket``."""
     requests: list[Request] = []
     lock = threading.Lock()
-    server = _CountingServer(requests, lock)
+    slow_puts: dict[str, float] = {}
+    server = _CountingServer(requests, lock, slow_puts)
     server.start()
     try:
         host, port = server.get_host_and_port()
@@ -122,7 +136,7 @@ def running_store(mp: pytest.MonkeyPatch, bucket: str = BUCKET) -> Iterator[S3St
         fs.clear_cache()
         pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", access_key="testing",
                           secret_key="testing", allow_bucket_creation=True).create_dir(bucket)
-        store = S3Store(endpoint=endpoint, bucket=bucket, requests=requests, lock=lock)
+        store = S3Store(endpoint=endpoint, bucket=bucket, requests=requests, lock=lock, slow_puts=slow_puts)
         yield store
     finally:
         fs.clear_cache()
