@@ -311,10 +311,15 @@ def _point(final_dir: Path, version: Path) -> None:
 
 
 def _publish_version(final_dir: Path, staging: Path, version: Path) -> Path:
-    """Turn ``staging`` into ``version`` (if not done yet) and point ``final_dir`` at it (idempotent)."""
+    """Turn ``staging`` into ``version`` (if not done yet) and point ``final_dir`` at it (idempotent). A pointer
+    that already names a later commit is left alone (a recovery rolling an old journal forward after a later
+    commit must not move the pointer back), as on a store (:func:`_point_store`)."""
     if staging.is_dir():
         os.replace(staging, version)
-    if version.is_dir() and resolve(final_dir) != version:
+    current = resolve(final_dir)
+    if version.is_dir() and current != version:
+        if (_commit_of(current, final_dir) or "") > (_commit_of(version, final_dir) or ""):
+            return final_dir
         _point(final_dir, version)
     return final_dir
 

@@ -265,3 +265,22 @@ def test_every_writer_removes_old_scratch_of_its_target_and_spares_young_and_oth
     WRITERS[writer](target)
     assert [p.exists() for p in old] == [False, False, False]
     assert all(p.exists() for p in young + other)
+
+
+def test_rolling_an_old_journal_forward_never_moves_a_pointer_back_to_an_older_commit(tmp_path):
+    """A recovery that read a journal, then stalled while that commit and a later one finished, must leave the
+    later commit's pointer alone when it finally rolls the old journal forward."""
+    a, b = tmp_path / "raw" / "drop=x", tmp_path / "rej" / "drop=x"
+    with commit.stage_dirs([a, b], versioned=True) as (sa, sb):
+        (sa.path("p")).write_bytes(b"old")
+        (sb.path("p")).write_bytes(b"old")
+    older = commit.snapshot([a, b])
+    with commit.stage_dirs([a, b], versioned=True) as (sa, sb):
+        (sa.path("p")).write_bytes(b"new")
+        (sb.path("p")).write_bytes(b"new")
+    newer = commit.snapshot([a, b])
+    journal = a.parent / ".journal-0123456789ab.json"  # what the stalled recovery still holds: the older commit
+    commit.write_json(journal, {"entries": [{"final": "drop=x", "staging": ".staging-gone", "version": older[0].name}],
+                                "journals": [journal.name]})
+    assert commit.recover_journals(a.parent) == 1 and not journal.exists()
+    assert commit.snapshot([a, b]) == newer and (commit.resolve(a) / "p").read_bytes() == b"new"
