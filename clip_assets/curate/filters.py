@@ -49,9 +49,9 @@ from clip_assets.config import warehouse_dir
 from clip_assets.core.selection import keep_count
 from clip_assets.io import catalog
 from clip_assets.io.catalog import load_sql
+from clip_assets.io.commit import on_store, resolve, stage_dir
 from clip_assets.io.exports import SUMMARY_FILE, decisions_path, subsets_dir
 from clip_assets.io.tables import drops_with
-from clip_assets.io.commit import on_store, resolve, stage_dir
 
 __all__ = [
     "DEFAULT_FILTERS_PATH",

@@ -656,16 +656,13 @@ def _local_tmp() -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-SINGLE_PUT_BYTES = 5 * 1024 * 1024  # S3's minimum multipart part: smaller objects go up in one PutObject
-
-
 def _upload_file(local: Path, dest: StorePath) -> None:
     """Publish the local file ``local`` as the object ``dest``, whole or not at all.
 
-    A file below ``SINGLE_PUT_BYTES`` is one write of its complete bytes (one PutObject at close: it lands whole
+    A file below ``fs.SINGLE_PUT_BYTES`` is one write of its complete bytes (one PutObject at close: it lands whole
     or fails). A larger one is uploaded in parts to a scratch key and then copied onto ``dest`` server-side, so a
     multipart upload that dies half way (pyarrow's streams cannot abort one) only ever completes under scratch."""
-    if local.stat().st_size < SINGLE_PUT_BYTES:
+    if local.stat().st_size < fs.SINGLE_PUT_BYTES:
         fs.write_bytes_atomic(dest, local.read_bytes())
         return
     fsys, path = fs.arrow(dest)

@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_assets.io import fs
 from clip_assets.config import exports_dir
+from clip_assets.io import fs
 from clip_assets.io.catalog import load_sql, partition_files, scratch
 from clip_assets.io.commit import (
     PARQUET_COMPRESSION, StagedDir, clean_stale, publishing, resolve, stage_dir, write_npy,

@@ -37,6 +37,7 @@ import os
 import posixpath
 import tempfile
 import threading
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -47,6 +48,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.arrow import ArrowFSWrapper
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az")
+SINGLE_PUT_BYTES = 5 * 1024 * 1024  # S3's minimum multipart part: smaller objects go up in one PutObject
 
 _cache: dict[tuple, pafs.FileSystem] = {}
 _cache_lock = threading.Lock()
@@ -272,9 +274,9 @@ def write_bytes_atomic(url_or_path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` so that a reader sees the old contents or the new, never a part.
 
     Local: a temporary file in the same folder (parents created), flushed to disk, then ``os.replace``. Object
-    store: the object becomes visible only when its upload completes (one PUT below pyarrow's multipart part size,
-    else the completion of a multipart upload), which is atomic already; no rename is needed or possible. The
-    upload starts only once ``data`` is complete in memory.
+    store: below ``SINGLE_PUT_BYTES`` one PutObject of the complete bytes (the object appears whole or not at all);
+    larger data goes up as a multipart upload to a scratch key beside the name, then is copied onto the name
+    server-side, so a failed part never completes under the name itself.
     """
     data = bytes(data)
     name = _text(url_or_path)
@@ -296,11 +298,28 @@ def write_bytes_atomic(url_or_path: str | os.PathLike, data: bytes) -> None:
                 pass
             raise
         return
+    if len(data) < SINGLE_PUT_BYTES:  # one PutObject at close (delayed open): the object lands whole or not at all
+        try:
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+        except OSError as e:
+            raise OSError(f"cannot write {name}: {e}") from e
+        return
+    # larger: a multipart upload, which pyarrow completes even when a part failed (its streams cannot abort one),
+    # so it goes to a scratch key beside the name and is then copied onto it server-side (CopyObject)
+    folder, base = path.rsplit("/", 1)
+    scratch = f"{folder}/.{base}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        with fs.open_output_stream(path) as out:
+        with fs.open_output_stream(scratch) as out:
             out.write(data)
+        fs.move(scratch, path)
     except OSError as e:
         raise OSError(f"cannot write {name}: {e}") from e
+    finally:
+        try:
+            fs.delete_file(scratch)
+        except OSError:
+            pass
 
 
 def exists(url_or_path: str | os.PathLike) -> bool:

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clip_assets.core.kl import reference_moments
-from clip_assets.io.catalog import partition_files
-from clip_assets.io.tables import fixed_list_to_numpy
 from clip_assets.io import fs
+from clip_assets.io.catalog import partition_files
 from clip_assets.io.commit import resolve, stage_dir
+from clip_assets.io.tables import fixed_list_to_numpy
 from clip_assets.io.warehouse import asset_dir
 
 REF_ASSET = "reference_set"

@@ -21,9 +21,9 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from clip_assets.io import fs
 from clip_assets.core.calibration import spearman
 from clip_assets.core.scores import log_ratio_image_conditioned
+from clip_assets.io import fs
 from clip_assets.io.batches import decode_all, normalize
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS, index_drop
 from clip_assets.io.images import decode_resize

@@ -47,14 +47,14 @@ import pyarrow as pa
 import torch
 from matplotlib.figure import Figure
 
-from clip_assets.io import fs
 from clip_assets.config import models_dir
 from clip_assets.core.iwl import weighted_clip_loss
-from clip_assets.io.commit import resolve, stage_dir, write_json
-from clip_assets.models import small
+from clip_assets.io import fs
 from clip_assets.io.batches import normalize
+from clip_assets.io.commit import resolve, stage_dir, write_json
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, index_drop, read_pointer
 from clip_assets.io.images import decode_resize
+from clip_assets.models import small
 from clip_assets.models.evaluate import zero_shot_accuracy
 from clip_assets.models.loading import (CONFIG_FILE, PRECISIONS, LoadedModel, ModelSpec, load_model, resolve_device,
                                         torch_threads)

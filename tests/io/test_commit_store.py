@@ -188,3 +188,25 @@ def test_clean_stale_on_the_store_rolls_journals_forward_and_spares_named_versio
     journal.write_text(json.dumps({"entries": [{"final": a.url, "version": v2.url}], "journals": [journal.url]}))
     assert commit.clean_stale(base, version_grace_s=0) == 1  # the journal moved the pointer; the old version went
     assert commit.resolve(a) == v2 and not v.exists() and not list(a.parent.glob(".journal-*"))
+
+
+def test_a_large_object_goes_up_under_scratch_and_appears_whole_or_not_at_all(base, monkeypatch):
+    big = bytes(range(256)) * (fs.SINGLE_PUT_BYTES // 256 + 4096)
+    (base / "big.bin").write_bytes(big)
+    assert (base / "big.bin").read_bytes() == big and [p.name for p in base.iterdir()] == ["big.bin"]
+    real = fs.resolve
+
+    class CopyFails:  # the store, but the server-side copy onto the name fails (after the parts went up)
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def move(self, src, dst):
+            raise OSError("lost")
+
+    monkeypatch.setattr(fs, "resolve", lambda u: (CopyFails(real(u)[0]), real(u)[1]))
+    with pytest.raises(OSError, match="cannot write .*big2.bin.*lost"):
+        (base / "big2.bin").write_bytes(big)
+    assert [p.name for p in base.iterdir()] == ["big.bin"]  # nothing under the name, and the scratch was removed

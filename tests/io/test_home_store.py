@@ -106,7 +106,7 @@ def test_sql_over_the_store_home_gives_the_answers_of_the_local_home(homes, monk
         answers[k] = {
             "subsets": _sql("SELECT subset, drop, count(*) AS n FROM curated_subsets GROUP BY ALL ORDER BY ALL", capsys),
             "scores": _sql("SELECT uid, clip_score, log_r_img FROM pair_scores ORDER BY uid", capsys),
-            "drops": _sql("SELECT * FROM drop_counts ORDER BY ALL", capsys),
+            "drops": _sql("SELECT * FROM drops ORDER BY ALL", capsys),
         }
     assert answers["store"]["subsets"] and answers["store"]["scores"]
     assert answers["store"]["subsets"] == answers["local"]["subsets"]
@@ -136,8 +136,12 @@ def test_exports_from_the_store_home_equal_the_local_ones(homes, monkeypatch, ca
     # the webdataset export is a plain folder (tools read it directly), complete once _SUCCESS is there
     names = sorted(p.name for p in (s / SUBSET).iterdir())
     assert "_SUCCESS" in names and names == sorted(p.name for p in (loc / SUBSET).iterdir())
+    timing = {"duration", "start_time", "end_time"}  # img2dataset's stats record when the shard was written
     for name in names:
-        assert (s / SUBSET / name).read_bytes() == (loc / SUBSET / name).read_bytes(), name
+        got, want = ((d / SUBSET / name).read_bytes() for d in (s, loc))
+        if name.endswith("_stats.json"):
+            got, want = ({k: v for k, v in json.loads(b).items() if k not in timing} for b in (got, want))
+        assert got == want, name
 
 
 def test_a_checkpoint_trained_into_the_store_loads_like_the_local_one_through_the_cache(
@@ -178,7 +182,6 @@ def test_sql_on_a_store_home_reads_only_below_its_warehouse(homes, s3_store, mon
     outside = str(homes["store"] / "landing" / f"{DROPS[0]}.truth.parquet")
     assert fs.exists(outside)
     capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        cli.main(["sql", "SELECT count(*) FROM read_parquet(?)", "--param", outside])
-    assert e.value.code != 0
-    assert "Permission" in capsys.readouterr().err
+    assert cli.main(["sql", "SELECT count(*) FROM read_parquet(?)", "--param", outside]) != 0
+    assert "Permission Error: Cannot access file" in capsys.readouterr().err
+    assert _sql("SELECT count(*) AS n FROM raw_pairs", capsys)[0]["n"] > 0  # the warehouse itself is readable
