@@ -115,8 +115,7 @@ def test_sql_over_the_store_home_gives_the_answers_of_the_local_home(homes, monk
         assert a["uid"] == b["uid"] and np.isclose(a["log_r_img"], b["log_r_img"], rtol=1e-12)
         assert np.isclose(a["clip_score"], b["clip_score"], rtol=1e-12)
     monkeypatch.setenv("CLIP_ASSETS_HOME", str(homes["store"]))
-    with pytest.raises(SystemExit):
-        cli.main(["sql", "COPY (SELECT 1) TO '/tmp/x.csv'"])
+    assert cli.main(["sql", "COPY (SELECT 1) TO '/tmp/x.csv'"]) != 0  # read-only there too
 
 
 def test_exports_from_the_store_home_equal_the_local_ones(homes, monkeypatch, capsys):
