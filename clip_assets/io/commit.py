@@ -657,25 +657,8 @@ def _local_tmp() -> Iterator[Path]:
 
 
 def _upload_file(local: Path, dest: StorePath) -> None:
-    """Publish the local file ``local`` as the object ``dest``, whole or not at all.
-
-    A file below ``fs.SINGLE_PUT_BYTES`` is one write of its complete bytes (one PutObject at close: it lands whole
-    or fails). A larger one is uploaded in parts to a scratch key and then copied onto ``dest`` server-side, so a
-    multipart upload that dies half way (pyarrow's streams cannot abort one) only ever completes under scratch."""
-    if local.stat().st_size < fs.SINGLE_PUT_BYTES:
-        fs.write_bytes_atomic(dest, local.read_bytes())
-        return
-    fsys, path = fs.arrow(dest)
-    scratch = _scratch(dest)
-    _, spath = fs.arrow(scratch)
-    try:
-        pafs.copy_files(str(local), spath, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fsys)
-        fsys.move(spath, path)
-    except OSError as e:
-        raise OSError(f"cannot write {dest}: {e}") from e
-    finally:
-        with contextlib.suppress(OSError):
-            fsys.delete_file(spath)
+    """Publish the local file ``local`` as the object ``dest``, whole or not at all (:func:`fs.upload_file`)."""
+    fs.upload_file(local, dest)
 
 
 def _upload_dir(local: Path, dest: StorePath) -> None:

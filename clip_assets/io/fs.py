@@ -305,21 +305,44 @@ def write_bytes_atomic(url_or_path: str | os.PathLike, data: bytes) -> None:
         except OSError as e:
             raise OSError(f"cannot write {name}: {e}") from e
         return
-    # larger: a multipart upload, which pyarrow completes even when a part failed (its streams cannot abort one),
-    # so it goes to a scratch key beside the name and is then copied onto it server-side (CopyObject)
+
+    def stream(scratch: str) -> None:
+        with fs.open_output_stream(scratch) as out:
+            out.write(data)
+
+    _via_scratch(fs, path, name, stream)
+
+
+def _via_scratch(fsys: pafs.FileSystem, path: str, name: str, fill: Any) -> None:
+    """A multipart upload to a scratch key beside ``path`` (``fill(scratch)`` writes it), then a server-side copy
+    onto ``path``: pyarrow completes a multipart upload even when a part failed (its streams cannot abort one), so
+    a failed upload only ever completes under scratch, which is removed."""
     folder, base = path.rsplit("/", 1)
     scratch = f"{folder}/.{base}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        with fs.open_output_stream(scratch) as out:
-            out.write(data)
-        fs.move(scratch, path)
+        fill(scratch)
+        fsys.move(scratch, path)
     except OSError as e:
         raise OSError(f"cannot write {name}: {e}") from e
     finally:
         try:
-            fs.delete_file(scratch)
+            fsys.delete_file(scratch)
         except OSError:
             pass
+
+
+def upload_file(local: "str | os.PathLike", url_or_path: "str | StorePath") -> None:
+    """Publish the local file ``local`` as the object ``url_or_path``, whole or not at all: below
+    ``SINGLE_PUT_BYTES`` as :func:`write_bytes_atomic` of its bytes, else streamed from disk through a scratch key
+    (:func:`_via_scratch`), never held in memory."""
+    local = os.fspath(local)
+    if os.path.getsize(local) < SINGLE_PUT_BYTES:
+        with open(local, "rb") as f:
+            write_bytes_atomic(url_or_path, f.read())
+        return
+    fsys, path = resolve(url_or_path)
+    _via_scratch(fsys, path, _text(url_or_path), lambda scratch: pafs.copy_files(
+        local, scratch, source_filesystem=_local, destination_filesystem=fsys))
 
 
 def exists(url_or_path: str | os.PathLike) -> bool:
