@@ -245,7 +245,9 @@ def test_readers_during_reingests_on_a_store_see_one_commit(s3_store, tmp_path, 
     try:
         assert wait_for(lambda: writes[0] >= 1 or errors, 60, interval_s=0.05)
         first = writes[0]
-        for _ in range(READS):
+        for i in range(READS * 10):  # at least READS rounds, more (bounded) until both contents were read
+            if i >= READS and set(seen["tables"]) | set(seen["views"]) == valid:
+                break
             try:
                 raw, rej = read_partitions(list(INGEST), "d", home, columns=["uid"])
                 seen["tables"].append((raw.num_rows, rej.num_rows))
