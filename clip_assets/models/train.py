@@ -9,7 +9,9 @@ Recipe (defaults in :class:`TrainConfig`, ~2 CPU minutes for the target model):
   (:func:`clip_assets.io.drops.read_pointer`, one open-file cache per reader) and decoded with
   :func:`clip_assets.io.images.decode_resize` by :class:`PairBatches`, a torch ``IterableDataset`` behind a
   ``DataLoader``; only the pointer rows and the batches in flight are in memory, so peak memory does not grow with
-  the pool (``bench/bench_iwl_memory.py``). Captions are tokenized once (a drop has a few dozen distinct ones);
+  the pool (``bench/bench_iwl_memory.py``) beyond a fixed cache of decoded images (``decode_cache_mb``, default
+  64 MiB: a pool that fits is decoded once, not once per epoch). Captions are tokenized once (a drop has a few
+  dozen distinct ones);
 * model: an open_clip custom config (:mod:`.small`), random init under ``seed``;
 * optimiser: AdamW (no weight decay on gains, biases, embeddings and the logit scale), linear warmup then cosine
   decay, logit scale initialised at log(1/0.07) and clamped to [0, log 100] after each step like open_clip;
@@ -83,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     max_pairs: int | None = None  # use at most this many pairs of the drop (first ones)
     workers: int = 0  # DataLoader worker processes decoding the batches (0: in the training process)
+    decode_cache_mb: int = 64  # decoded images kept for later epochs (MiB in all, shared out among workers; 0: off)
     threads: int | None = 1  # torch CPU threads while training (1: no OpenMP spin contention; None: torch's)
     device: str = "cpu"  # "cpu", "auto" (CUDA when present) or "cuda[:i]"
     precision: str = "fp32"  # CUDA autocast dtype: "fp32", "bf16" or "fp16" (the CPU runs fp32)
@@ -95,8 +98,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{k} must be >= 1, got {getattr(self, k)!r}")
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if self.warmup_steps < 0 or self.workers < 0:
-            raise ValueError("TrainConfig.warmup_steps and workers must be >= 0")
+        if self.warmup_steps < 0 or self.workers < 0 or self.decode_cache_mb < 0:
+            raise ValueError(f"TrainConfig.warmup_steps, workers and decode_cache_mb must be >= 0, got "
+                             f"{self.warmup_steps!r}, {self.workers!r}, {self.decode_cache_mb!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
@@ -248,37 +252,58 @@ class PairBatches(torch.utils.data.IterableDataset):
 
     Yields ``(step, (B, 3, S, S) uint8)``. With DataLoader workers, worker ``i`` of ``W`` decodes the steps
     ``i, i + W, ...``; the DataLoader takes one batch from each worker in turn, so batches arrive in step order.
+
+    ``cache_bytes``: decoded images are kept (by row) until this many bytes are held, shared out equally among the
+    workers, and later epochs take them from there instead of reading and decoding again. Rows are admitted in the
+    order they are first decoded and never evicted, so memory is bounded by the budget whatever the pool size; a
+    pool that fits is decoded once per row, a larger one in part. Decoding is deterministic, so the batches are the
+    same bytes with or without the cache. ``decodes`` counts the images this iterator decoded (in this process).
     """
 
-    def __init__(self, pointers: pa.Table, plan: np.ndarray, image_size: int):
+    def __init__(self, pointers: pa.Table, plan: np.ndarray, image_size: int, cache_bytes: int = 0):
         self.tar_paths = pointers.column("tar_path").to_pylist()
         self.offsets = pointers.column("offset").to_numpy().astype(np.int64)
         self.sizes = pointers.column("size").to_numpy().astype(np.int64)
         self.plan = plan
         self.image_size = int(image_size)
+        self.cache_bytes = max(0, int(cache_bytes))
+        self.decodes = 0
 
-    def _batch(self, rows: np.ndarray, handles: dict) -> torch.Tensor:
+    def _batch(self, rows: np.ndarray, handles: dict, cache: dict, room: int) -> tuple[torch.Tensor, int]:
         s = self.image_size
         out = torch.empty((len(rows), 3, s, s), dtype=torch.uint8)
+        per_image = 3 * s * s
         for j, i in enumerate(rows):
-            data = read_pointer(self.tar_paths[i], int(self.offsets[i]), int(self.sizes[i]), handles)
-            out[j] = torch.from_numpy(decode_resize(data, s)).permute(2, 0, 1)
-        return out
+            i = int(i)
+            img = cache.get(i)
+            if img is None:
+                data = read_pointer(self.tar_paths[i], int(self.offsets[i]), int(self.sizes[i]), handles)
+                img = torch.from_numpy(decode_resize(data, s)).permute(2, 0, 1)
+                self.decodes += 1
+                if room >= per_image:
+                    cache[i] = img.contiguous()
+                    room -= per_image
+            out[j] = img
+        return out, room
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         first, stride = (0, 1) if info is None else (info.id, info.num_workers)
         handles: dict = {}
+        cache: dict[int, torch.Tensor] = {}
+        room = self.cache_bytes // stride
         try:
             for step in range(first, len(self.plan), stride):
-                yield step, self._batch(self.plan[step], handles)
+                images, room = self._batch(self.plan[step], handles, cache, room)
+                yield step, images
         finally:
             close_handles(handles)
+            cache.clear()
 
 
 def _batches(data: _TrainData, config: TrainConfig, device: torch.device) -> torch.utils.data.DataLoader:
     ds = PairBatches(data.pointers, batch_plan(data.n, config.batch_size, config.steps, config.seed),
-                     data.image_size)
+                     data.image_size, cache_bytes=config.decode_cache_mb * 2**20)
     return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=config.workers,
                                        pin_memory=device.type == "cuda", persistent_workers=False)
 

@@ -230,6 +230,36 @@ def test_pair_batches_decode_the_planned_rows_in_step_order(drop_dir):
         assert steps == list(range(7))
 
 
+def test_decode_cache_returns_the_same_batches_within_its_budget(drop_dir):
+    from clip_assets.io.batches import decode_all
+    from clip_assets.io.drops import index_drop
+    from clip_assets.models.train import PairBatches, batch_plan
+
+    ptr = pa.concat_tables(index_drop(drop_dir))  # 48 rows
+    plan = batch_plan(ptr.num_rows, 8, 18, seed=0)  # 3 epochs of 6 batches
+    ref = decode_all([ptr], 32)
+    per_image = 3 * 32 * 32
+    for budget, decodes in ((0, 18 * 8), (48 * per_image, 48), (10 * per_image, 18 * 8 - 2 * 10)):
+        ds = PairBatches(ptr, plan, 32, cache_bytes=budget)
+        for step, images in ds:
+            assert torch.equal(images, ref[torch.from_numpy(plan[step])])
+        # the pool fits: each row decoded once; 10 fit: their 2 later visits (of 3) come from the cache
+        assert ds.decodes == decodes, (budget, ds.decodes)
+    for workers in (0, 2):  # the budget is shared out among workers; batches unchanged
+        loader = torch.utils.data.DataLoader(PairBatches(ptr, plan, 32, cache_bytes=48 * per_image),
+                                             batch_size=None, num_workers=workers)
+        assert [s for s, im in loader if torch.equal(im, ref[torch.from_numpy(plan[s])])] == list(range(18))
+
+
+def test_training_with_or_without_the_decode_cache_is_identical(drop_dir, tmp_path):
+    cfg = dict(TINY, steps=8, seed=2)  # 48 rows, batches of 16: 3 epochs, so the cache serves 2 of them
+    a = train_contrastive(drop_dir, TrainConfig(**cfg, decode_cache_mb=0), name="a", out_dir=tmp_path)
+    b = train_contrastive(drop_dir, TrainConfig(**cfg), name="b", out_dir=tmp_path)
+    assert _bytes(a) == _bytes(b) and a.curves["loss"] == b.curves["loss"]
+    with pytest.raises(ValueError, match="decode_cache_mb"):
+        TrainConfig(decode_cache_mb=-1)
+
+
 def test_train_config_precision_and_device_are_checked(drop_dir, tmp_path):
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp8")
