@@ -120,6 +120,7 @@ class IwlTrainingConfig(dg.Config):
         the baseline's), "none" uses exp(a' <u, v> + b') as stored. Never per batch.
     model/steps/batch_size/lr/warmup_steps/max_pairs/threads: the small training budget (clip_assets.models.train).
     device/precision: where to train ("cpu", "auto", "cuda[:i]") and the CUDA autocast dtype ("bf16" on a GPU).
+    decode_cache_mb: decoded training images kept for later epochs (a bound on memory; 0 decodes every step).
     """
 
     prompt: str = ""
@@ -135,6 +136,7 @@ class IwlTrainingConfig(dg.Config):
     threads: int = Field(1, ge=0)  # torch CPU threads while training (1 avoids OpenMP spin contention; 0 = default)
     device: str = "cpu"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    decode_cache_mb: int = Field(TrainConfig.decode_cache_mb, ge=0)
 
     @field_validator("seeds")
     @classmethod
@@ -148,7 +150,7 @@ class IwlTrainingConfig(dg.Config):
             model=self.model, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
             warmup_steps=self.warmup_steps, seed=seed, max_pairs=self.max_pairs or None,
             threads=self.threads or None, eval_images=DEMO_TRAIN["eval_images"], device=self.device,
-            precision=self.precision,
+            precision=self.precision, decode_cache_mb=self.decode_cache_mb,
         )
 
 
