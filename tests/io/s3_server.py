@@ -8,7 +8,9 @@ server. :func:`running_store` is the same as a context manager, for the benchmar
 
 :attr:`S3Store.slow_puts` makes the store slow on purpose for the fault tests: a PUT to a key whose path holds
 one of its substrings is served one at a time, each after that many seconds, so a writer killed while it uploads
-a folder leaves part of it (deterministically, not by a race with parallel uploads).
+a folder leaves part of it (deterministically, not by a race with parallel uploads). As on a real store, a PUT the
+server has received still completes after its client dies: :meth:`S3Store.wait_quiet` waits until no request is
+in flight, so a test looks at what a killed writer left only once the store has finished with it.
 
 The server records every request it answers (method, path, ``Range`` header, response body bytes), so a test can
 check how many bytes a read really fetched from the store: moto itself keeps no such counter.
@@ -47,6 +49,21 @@ class S3Store:
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     slow_puts: dict[str, float] = field(default_factory=dict)  # path substring -> seconds (see module doc)
+    inflight: "_InFlight" = field(default_factory=lambda: _InFlight())
+
+    def wait_quiet(self, timeout_s: float = 60.0, settle_s: float = 0.5) -> None:
+        """Return once no request has been served for ``settle_s`` (a killed client's received PUTs included: a
+        connection accepted a moment ago is being served by then); fail after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self.inflight.cond:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.inflight.cond.wait_for(lambda: self.inflight.n == 0, left):
+                    raise TimeoutError(f"the store still serves {self.inflight.n} request(s) after {timeout_s}s")
+                seen = self.inflight.started
+                self.inflight.cond.wait(settle_s)
+                if self.inflight.n == 0 and self.inflight.started == seen:
+                    return
 
     def url(self, *parts: str) -> str:
         return fs.join(f"s3://{self.bucket}", *parts)
@@ -66,19 +83,44 @@ class S3Store:
         pafs.copy_files(str(local_dir), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
 
 
+class _InFlight:
+    """How many requests the server is serving now, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.started = 0  # requests begun, ever
+        self.cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self.cond:
+            self.n += 1
+            self.started += 1
+            self.cond.notify_all()
+
+    def __exit__(self, *exc) -> None:
+        with self.cond:
+            self.n -= 1
+            self.cond.notify_all()
+
+
 class _CountingServer(ThreadedMotoServer):
     """ThreadedMotoServer whose WSGI app is wrapped to record each request and the bytes of its response."""
 
-    def __init__(self, store_requests: list[Request], lock: threading.Lock, slow_puts: dict[str, float]) -> None:
+    def __init__(self, store_requests: list[Request], lock: threading.Lock, slow_puts: dict[str, float],
+                 inflight: _InFlight) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self._log, self._lock, self._slow = store_requests, lock, slow_puts
+        self._log, self._lock, self._slow, self._inflight = store_requests, lock, slow_puts, inflight
 
     def _server_entry(self) -> None:
         app = threaded_moto_server.DomainDispatcherApplication(threaded_moto_server.create_backend_app)
-        log, lock, slow = self._log, self._lock, self._slow
+        log, lock, slow, inflight = self._log, self._lock, self._slow, self._inflight
         one_at_a_time = threading.Lock()
 
         def counting(environ, start_response):
+            with inflight:  # until the response is out (or the client gone)
+                yield from _served(environ, start_response)
+
+        def _served(environ, start_response):
             # the request is logged and its bytes counted before each chunk goes out, so a client that has its
             # response already sees it in the log
             req = Request(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("HTTP_RANGE"), 0)
@@ -119,7 +161,8 @@ def running_store(mp: pytest.MonkeyPatch, bucket: str = BUCKET) -> Iterator[S3St
     requests: list[Request] = []
     lock = threading.Lock()
     slow_puts: dict[str, float] = {}
-    server = _CountingServer(requests, lock, slow_puts)
+    inflight = _InFlight()
+    server = _CountingServer(requests, lock, slow_puts, inflight)
     server.start()
     try:
         host, port = server.get_host_and_port()
@@ -136,7 +179,8 @@ def running_store(mp: pytest.MonkeyPatch, bucket: str = BUCKET) -> Iterator[S3St
         fs.clear_cache()
         pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1", access_key="testing",
                           secret_key="testing", allow_bucket_creation=True).create_dir(bucket)
-        store = S3Store(endpoint=endpoint, bucket=bucket, requests=requests, lock=lock, slow_puts=slow_puts)
+        store = S3Store(endpoint=endpoint, bucket=bucket, requests=requests, lock=lock, slow_puts=slow_puts,
+                        inflight=inflight)
         yield store
     finally:
         fs.clear_cache()
