@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clip_assets.io.drops import index_drop  # noqa: E402
+from clip_assets.io.drops import index_drop, scan_landing  # noqa: E402
 from clip_assets.models.embed import embed_drop  # noqa: E402
 from clip_assets.models.loading import ModelSpec, load_model  # noqa: E402
 from clip_assets.world import write_drops  # noqa: E402
@@ -63,10 +63,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _drop(work: Path, pairs: int, shard_size: int) -> Path:
+    """The synthetic drop of this size, written once under ``work`` and reused while it is complete."""
     landing = work / f"landing-{pairs}-{shard_size}"
-    found = sorted(landing.glob("*/_SUCCESS")) if landing.is_dir() else []
+    found = [d for d in scan_landing(landing) if d.complete] if landing.is_dir() else []
     if found:
-        return found[0].parent
+        return Path(found[0].path)
     (drop,) = write_drops(landing, drops=1, pairs=pairs, seed=0, shard_size=shard_size)
     return Path(drop)
 

@@ -128,3 +128,18 @@ def test_scores_asset_with_the_ray_executor_writes_the_local_rows(ray_cluster, h
         return _tables(drop, home)
 
     _assert_same(run("local"), run("ray"))
+
+
+def test_the_reference_set_is_put_in_the_object_store_once(ray_cluster, home, monkeypatch):
+    import ray
+
+    from clip_assets.io.reference import load_reference
+    from clip_assets.score.drop_ray import score_drop_ray
+
+    drop = _world(home, siglip=False)
+    puts, put = [], ray.put
+    monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(value) or put(value, **kw))
+    sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=30)  # 7 tasks, one put
+    assert sd.rows == sum(SHARDS) and len(puts) == 1
+    ref = load_reference(home)
+    assert all(np.array_equal(puts[0]["ref"][k], getattr(ref, k)) for k in ("images", "texts", "image_cov"))
