@@ -47,6 +47,7 @@ __all__ = [
     "ImportanceWeights",
     "log_importance_weights",
     "importance_weights",
+    "weights_from_log",
     "effective_sample_size",
     "effective_sample_size_log",
     "normalise_to_mean",
@@ -118,7 +119,14 @@ class ImportanceWeights:
 
 def importance_weights(u, v_prompt, a_prime: float = 10.0, b_prime: float = 0.0) -> ImportanceWeights:
     """w = exp(a' <u, v*> + b') computed in float64 with no overflow (see the module doc for the range)."""
-    lw = log_importance_weights(u, v_prompt, a_prime, b_prime)
+    return weights_from_log(log_importance_weights(u, v_prompt, a_prime, b_prime))
+
+
+def weights_from_log(log_weight) -> ImportanceWeights:
+    """The weights of (M,) log weights of one pool: w = exp(log w - shift), with the one shift of the whole pool
+    (the module doc). Log weights are row-wise, the shift is not: a distributed executor computes log weights per
+    block and calls this once on all of them, so its weights equal the in-process ones."""
+    lw = np.asarray(log_weight, dtype=np.float64).reshape(-1)
     shift = max(0.0, float(lw.max()) - SAFE_LOG_MAX) if lw.size else 0.0
     return ImportanceWeights(log_weight=lw, weight=np.exp(lw - shift), shift=shift)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from clip_assets.io import fs
+from clip_assets.io.catalog import partition_files
 from clip_assets.io.commit import on_store, recover_folder, resolve, snapshot
 from clip_assets.io.warehouse import asset_dir, partition_dir
 
@@ -57,3 +59,54 @@ def read_embeddings(drop: str, home: Path | None = None, dtype=np.float32) -> tu
     t = read_partition("embeddings", drop, home)
     return t, fixed_list_to_numpy(t["image_emb"], dtype), fixed_list_to_numpy(t["text_emb"], dtype)
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one drop's embeddings as row blocks (the unit of work of a distributed executor)
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """Rows ``lo:hi`` of one embeddings file (``path``: a local path or store URL, as text so it pickles)."""
+
+    path: str
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class EmbeddingsPlan:
+    """One drop's embeddings files listed once: their uids and model ids in read order (the order
+    :func:`read_embeddings` gives) and the row blocks that cover them, in that same order."""
+
+    uids: pa.ChunkedArray
+    model_ids: list[str]
+    blocks: list[RowBlock]
+
+
+def plan_embeddings(drop: str, home: Path | None = None, block_rows: int = 0) -> EmbeddingsPlan:
+    """List the drop's embeddings files (the version a pointer names), read only their uid and model_id columns,
+    and cut them into blocks of at most ``block_rows`` rows that never span two files (0: one block per file; a
+    file of 0 rows gives no block)."""
+    if int(block_rows) < 0:
+        raise ValueError(f"block_rows must be >= 0 (0 = one block per file), got {block_rows!r}")
+    files = [f for f in partition_files("embeddings", drop, home) if fs.location(f).name.startswith("part-")]
+    if not files:
+        raise FileNotFoundError(f"embeddings has no Parquet files for drop {drop!r}: materialize it first")
+    heads = [fs.read_table(f, columns=["uid", "model_id"]) for f in files]
+    blocks = []
+    for f, t in zip(files, heads):
+        step = int(block_rows) or max(t.num_rows, 1)
+        blocks += [RowBlock(str(f), lo, min(lo + step, t.num_rows)) for lo in range(0, t.num_rows, step)]
+    both = pa.concat_tables(heads)
+    return EmbeddingsPlan(both["uid"], sorted(set(both["model_id"].unique().to_pylist())), blocks)
+
+
+def read_embeddings_block(block: RowBlock, dtype=np.float32) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """One block's (uids, image (m, d), text (m, d)) in ``dtype``, as :func:`read_embeddings` would give them."""
+    full = fs.read_table(block.path, columns=["uid", "image_emb", "text_emb"])
+    if full.num_rows < block.hi:
+        raise ValueError(f"{block.path} has {full.num_rows} rows, fewer than the block's end {block.hi}: "
+                         f"was it rewritten since it was planned?")
+    t = full.slice(block.lo, block.hi - block.lo)
+    return t["uid"].to_pylist(), fixed_list_to_numpy(t["image_emb"], dtype), fixed_list_to_numpy(t["text_emb"], dtype)

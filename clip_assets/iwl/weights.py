@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 from matplotlib.figure import Figure  # no pyplot: no global backend state
 
+from clip_assets.core.iwl import ImportanceWeights
 from clip_assets.core.iwl import importance_weights as compute_weights
 from clip_assets.io.commit import stage_dir
 from clip_assets.io.tables import read_embeddings, read_partition
@@ -70,31 +71,44 @@ def _summary(prompt: str, res, m: int) -> dict:
             "max_over_mean": float(res.weight.max() / res.weight.mean()) if m else nan, "shift": res.shift}
 
 
+def check_model(drop: str, stored_model_ids, loaded) -> None:
+    """ModelMismatchError unless the drop's embeddings were computed with the current contrastive_model."""
+    stored = sorted(set(stored_model_ids))
+    if stored and stored != [loaded.model_id_str]:
+        raise ModelMismatchError(
+            f"drop {drop!r}: embeddings were computed with {stored} but the current contrastive_model is "
+            f"{loaded.model_id_str!r}; re-materialize embeddings for this drop first")
+
+
+def commit_weights(drop: str, home: Path, uids: pa.ChunkedArray, weights: dict[str, ImportanceWeights],
+                   a_prime: float, b_prime: float, model_id: str, t0: float) -> DropWeights:
+    """The weights table of ``uids`` (embeddings order), one block of rows per prompt in ``weights``' order, and
+    the per-prompt summary; ``warehouse/importance_weights/drop=<drop>/`` replaced as one commit. Every executor
+    ends here."""
+    m = len(uids)
+    bad = {p: len(r.log_weight) for p, r in weights.items() if len(r.log_weight) != m}
+    if bad:
+        raise ValueError(f"drop {drop}: {m} uids but weights of other lengths {bad}")
+    parts = [_prompt_table(uids, p, r, a_prime, b_prime, model_id) for p, r in weights.items()]
+    summary = [_summary(p, r, m) for p, r in weights.items()]
+    table = pa.concat_tables(parts)
+    out_dir = partition_dir(ASSET, drop, home)
+    with stage_dir(out_dir) as w:
+        w.write_table("part-00000.parquet", table)
+    return DropWeights(drop, table, {p: r.log_weight for p, r in weights.items()}, summary, uids.to_pylist(),
+                       model_id, time.perf_counter() - t0, out_dir)
+
+
 def weigh_drop(drop: str, home: Path, prompts: Sequence[str], a_prime: float, b_prime: float) -> DropWeights:
     """Weights of every stored image embedding of ``drop`` for each prompt, from the current contrastive_model;
     ``warehouse/importance_weights/drop=<drop>/`` is replaced as one commit."""
     t0 = time.perf_counter()
     emb, u, _ = read_embeddings(drop, home)  # u: (M, d) float32 (stored float16)
     loaded = load_current_model(home)
-    stored = sorted(set(emb.column("model_id").unique().to_pylist()))
-    if stored and stored != [loaded.model_id_str]:
-        raise ModelMismatchError(
-            f"drop {drop!r}: embeddings were computed with {stored} but the current contrastive_model is "
-            f"{loaded.model_id_str!r}; re-materialize embeddings for this drop first")
+    check_model(drop, emb.column("model_id").unique().to_pylist(), loaded)
     v = loaded.encode_texts(list(prompts)).cpu().numpy()  # (P, d)
-    uids = emb.column("uid")
-    parts, log_w, summary = [], {}, []
-    for p, prompt in enumerate(prompts):
-        res = compute_weights(u, v[p], a_prime, b_prime)
-        log_w[prompt] = res.log_weight
-        parts.append(_prompt_table(uids, prompt, res, a_prime, b_prime, loaded.model_id_str))
-        summary.append(_summary(prompt, res, u.shape[0]))
-    table = pa.concat_tables(parts)
-    out_dir = partition_dir(ASSET, drop, home)
-    with stage_dir(out_dir) as w:
-        w.write_table("part-00000.parquet", table)
-    return DropWeights(drop, table, log_w, summary, uids.to_pylist(), loaded.model_id_str,
-                       time.perf_counter() - t0, out_dir)
+    weights = {prompt: compute_weights(u, v[p], a_prime, b_prime) for p, prompt in enumerate(prompts)}
+    return commit_weights(drop, home, emb.column("uid"), weights, a_prime, b_prime, loaded.model_id_str, t0)
 
 
 def top_examples(dw: DropWeights, home: Path, k: int = 10) -> list[dict]:

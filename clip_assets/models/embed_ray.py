@@ -21,9 +21,12 @@ travel between stages as raw little-endian bytes plus a shape (exact, and no ten
 
 A sample that cannot be decoded fails its task with the local path's RuntimeError ("cannot decode image of uid
 ..."), re-raised as such at the driver; shards completed before it stay written, its own shard is not (an error
-raised by the code is not retried). A worker killed mid-job is Ray Data's to recover with its defaults: a decode
-task is retried (up to 3 times), a model actor restarted and its batch resubmitted; if Ray gives up the call
-raises, nothing partial is visible, and a re-run resumes per shard.
+raised by the code is not retried). A worker killed mid-job is recovered within explicit bounds, not Ray Data's
+defaults (which restart a pool actor and resubmit its calls without limit: max_restarts = max_task_retries = -1):
+a decode task is retried up to ``TASK_MAX_RETRIES`` (3) times, a model actor restarted up to
+``ACTOR_MAX_RESTARTS`` (3) times with each lost call resubmitted up to ``ACTOR_MAX_TASK_RETRIES`` (3) times. Past
+those the call raises; shards completed before stay written (each committed whole), nothing partial is visible,
+and a re-run resumes per shard (tests/models/test_ray_faults.py kills a model actor's process mid-job).
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from clip_assets.models.embed import (
     EmbedResult, ProgressFn, _Computed, _Shard, _collect_shards, _forward, _plan, _remove_stale, _result,
     batch_bounds, cut_captions, pointer_where, preprocess_pil,
 )
-from clip_assets.models.executors import cluster_gpus, init_ray
+from clip_assets.models.executors import TASK_MAX_RETRIES, cluster_gpus, init_ray
 from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
 
 DECODE_ERROR = "cannot decode image of uid"
 MAX_BLOCKS = 256  # input blocks (one or more model batches each)
+ACTOR_MAX_RESTARTS = 3  # a model actor whose process dies is restarted (one model load each) at most this often
+ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at most this often
 
 
 def _decode_task_memory(bs: int, image_size: int) -> int:
@@ -213,7 +218,7 @@ def embed_drop_ray(
         items = _batch_items(todo, bs)
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
         ds = ds.map_batches(
-            _prepare, batch_size=1, batch_format="pyarrow", num_cpus=1,
+            _prepare, batch_size=1, batch_format="pyarrow", num_cpus=1, max_retries=TASK_MAX_RETRIES,
             memory=_decode_task_memory(bs, loaded.image_size),
             fn_kwargs={"preprocess": loaded.preprocess, "tokenizer": loaded.tokenizer,
                        "context_length": loaded.context_length},
@@ -222,6 +227,7 @@ def embed_drop_ray(
             _EmbedActor, batch_size=1, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=int(concurrency)),
             num_cpus=float(cpus_per_actor), num_gpus=1 if gpus else 0,
+            max_restarts=ACTOR_MAX_RESTARTS, max_task_retries=ACTOR_MAX_TASK_RETRIES,
             fn_constructor_kwargs={"spec": _actor_spec(loaded.spec, gpus),
                                    "threads": loaded.spec.threads or max(1, int(cpus_per_actor))},
         )

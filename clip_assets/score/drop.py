@@ -45,27 +45,32 @@ class ScoredDrop:
         return self.pair_scores.num_rows
 
 
-def score_drop(drop: str, home: Path, budget_elems: int, siglip_tau: float | None) -> ScoredDrop:
-    """One pass per modality against the reference set gives every score and KL statistic of the drop; both
-    partitions are replaced (one commit each)."""
-    t0 = time.perf_counter()
-    emb, U, V = read_embeddings(drop, home)
+def scoring_inputs(drop: str, home: Path, embeddings_model_ids) -> tuple[ReferenceSet, float, float | None]:
+    """The reference set and the current model's scale a and bias b, after checking that the embeddings (their
+    model ids), the reference set and the current contrastive_model agree (LineageMismatchError otherwise)."""
     ref = load_reference(home)
     card = read_card(home)
-    model_ids = set(emb["model_id"].unique().to_pylist())
+    model_ids = set(embeddings_model_ids)
     if model_ids != {ref.model_id} or card["model_id_str"] != ref.model_id:
         raise LineageMismatchError(
             f"model mismatch for drop {drop}: embeddings {sorted(model_ids)}, reference set {ref.model_id}, "
             f"current contrastive_model {card['model_id_str']}. Re-materialize embeddings and reference_set.")
-    a = float(card["model_id"]["logit_scale"])
-    st = drop_statistics(U, V, ref.images, ref.texts, ref.image_mean, ref.text_mean, ref.image_cov, ref.text_cov,
-                         a, b=card["model_id"].get("logit_bias"), tau=siglip_tau, budget_elems=budget_elems)
-    n = emb.num_rows
+    return ref, float(card["model_id"]["logit_scale"]), card["model_id"].get("logit_bias")
+
+
+def commit_scores(drop: str, home: Path, uids: pa.ChunkedArray | pa.Array, st: dict[str, np.ndarray],
+                  ref: ReferenceSet) -> tuple[pa.Table, pa.Table]:
+    """Build the pair_scores and kl_stats tables of ``uids`` (embeddings order) from the statistics ``st`` and
+    publish both partitions as one commit; every executor ends here."""
+    n = len(uids)
+    bad = {c: len(v) for c, v in st.items() if len(v) != n}
+    if bad:
+        raise ValueError(f"drop {drop}: {n} uids but statistics of other lengths {bad}")
     lineage = {"drop": pa.array([drop] * n), "model_id": pa.array([ref.model_id] * n),
                "reference_id": pa.array([ref.reference_id] * n)}
     pair_cols = {c: pa.array(st[c]) if c in st else pa.nulls(n, pa.float64()) for c in PAIR_COLUMNS}
-    pair_t = pa.table({"uid": emb["uid"], **pair_cols, **lineage}).cast(PAIR_SCORES_SCHEMA)
-    kl_t = pa.table({"uid": emb["uid"], **{c: pa.array(st[c]) for c in KL_COLUMNS}, **lineage}).cast(KL_STATS_SCHEMA)
+    pair_t = pa.table({"uid": uids, **pair_cols, **lineage}).cast(PAIR_SCORES_SCHEMA)
+    kl_t = pa.table({"uid": uids, **{c: pa.array(st[c]) for c in KL_COLUMNS}, **lineage}).cast(KL_STATS_SCHEMA)
     # one commit of both tables, as versions behind pointers (like raw_pairs + rejected_pairs): a kill between
     # the two never leaves new scores beside old KL statistics, and a reader holding a listed version keeps it
     finals = [partition_dir("pair_scores", drop, home), partition_dir("kl_stats", drop, home)]
@@ -74,6 +79,18 @@ def score_drop(drop: str, home: Path, budget_elems: int, siglip_tau: float | Non
     with stage_dirs(finals, versioned=True) as (pw, kw):
         pw.write_table("part-00000.parquet", pair_t)
         kw.write_table("part-00000.parquet", kl_t)
+    return pair_t, kl_t
+
+
+def score_drop(drop: str, home: Path, budget_elems: int, siglip_tau: float | None) -> ScoredDrop:
+    """One pass per modality against the reference set gives every score and KL statistic of the drop; both
+    partitions are replaced (one commit each)."""
+    t0 = time.perf_counter()
+    emb, U, V = read_embeddings(drop, home)
+    ref, a, b = scoring_inputs(drop, home, emb["model_id"].unique().to_pylist())
+    st = drop_statistics(U, V, ref.images, ref.texts, ref.image_mean, ref.text_mean, ref.image_cov, ref.text_cov,
+                         a, b=b, tau=siglip_tau, budget_elems=budget_elems)
+    pair_t, kl_t = commit_scores(drop, home, emb["uid"], st, ref)
     return ScoredDrop(drop, pair_t, kl_t, st, ref, a, time.perf_counter() - t0)
 
 

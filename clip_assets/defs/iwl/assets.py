@@ -41,11 +41,14 @@ DEMO_TRAIN = dict(model="clip-assets-tiny", steps=200, batch_size=128, lr=5e-3, 
 
 
 class ImportanceWeightsConfig(dg.Config):
-    """Target prompts t* and the reduced scale/bias of w(x) = exp(a' <u_x, v_t*> + b')."""
+    """Target prompts t* and the reduced scale/bias of w(x) = exp(a' <u_x, v_t*> + b'); executor: "local" (in
+    process) or "ray" (one Ray task per embeddings shard, the prompt embeddings broadcast once, on the cluster at
+    RAY_ADDRESS, else a local one); empty = $CLIP_ASSETS_EXECUTOR, else "local". Both write the same rows."""
 
     prompts: list[str] = [DEFAULT_PROMPT]
     a_prime: float = Field(10.0, allow_inf_nan=False)
     b_prime: float = Field(0.0, allow_inf_nan=False)
+    executor: str = ""
 
     @field_validator("prompts")
     @classmethod
@@ -81,16 +84,27 @@ class ImportanceWeightsConfig(dg.Config):
     ],
 )
 def importance_weights(context: dg.AssetExecutionContext, config: ImportanceWeightsConfig, home: HomeResource):
+    # imported here, not at the module top, only because this change is confined to this function and its config
+    # (the module's header is being edited elsewhere); weights_ray needs the optional extra ray
+    from clip_assets.models.executors import executor
+
     drop = validate_drop_name(context.partition_key)
     h = home.path()
+    run_on = executor(config.executor)
     home.require_complete(EMBEDDINGS, [drop], consumer=IMPORTANCE_WEIGHTS)
     try:
-        dw = wt.weigh_drop(drop, h, config.prompts, config.a_prime, config.b_prime)
+        if run_on == "ray":
+            from clip_assets.iwl.weights_ray import weigh_drop_ray
+
+            dw = weigh_drop_ray(drop, h, config.prompts, config.a_prime, config.b_prime, log=context.log.info)
+        else:
+            dw = wt.weigh_drop(drop, h, config.prompts, config.a_prime, config.b_prime)
     except wt.ModelMismatchError as e:
         raise dg.Failure(str(e)) from None
     m, first = len(dw.uids), dw.summary[0]
     yield dg.MaterializeResult(metadata={
-        "dagster/row_count": dw.table.num_rows, "drop": drop, "images": m, "prompts": ", ".join(config.prompts),
+        "dagster/row_count": dw.table.num_rows, "drop": drop, "executor": run_on, "images": m,
+        "prompts": ", ".join(config.prompts),
         "a_prime": config.a_prime, "b_prime": config.b_prime, "model_id": dw.model_id,
         "ess": first["ess"], "ess_fraction": first["ess_fraction"], "per_prompt": markdown_table(dw.summary),
         "weight_histogram": figure_metadata(wt.histogram(dw.log_w, config.a_prime)) if m

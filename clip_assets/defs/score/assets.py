@@ -20,6 +20,7 @@ from clip_assets.io.completeness import partition_rows
 from clip_assets.io.drops import validate_drop_name
 from clip_assets.io.reference import sample_reference, write_reference
 from clip_assets.io.tables import drops_with
+from clip_assets.models.executors import executor
 from clip_assets.report.build import drop_report, prune
 from clip_assets.score import calibration as C
 from clip_assets.score import drop as S
@@ -76,10 +77,14 @@ def reference_set(context: dg.AssetExecutionContext, config: ReferenceSetConfig,
 
 class ScoreConfig(dg.Config):
     """budget_elems: largest score block (targets x references) held at once; siglip_tau: with a SigLIP model,
-    also write the exact NCE reading log r = s + b + log tau (tau = negatives per positive in its training)."""
+    also write the exact NCE reading log r = s + b + log tau (tau = negatives per positive in its training);
+    executor: "local" (in process) or "ray" (one Ray task per embeddings shard, the reference set broadcast once
+    through the object store, on the cluster at RAY_ADDRESS, else a local one); empty = $CLIP_ASSETS_EXECUTOR,
+    else "local". Both write the same rows."""
 
     budget_elems: int = Field(2**24, ge=1)
     siglip_tau: float | None = Field(None, gt=0, allow_inf_nan=False)
+    executor: str = ""
 
 
 _SCORE_DEPS = [EMBEDDINGS, REFERENCE_SET, CONTRASTIVE_MODEL]
@@ -124,13 +129,20 @@ def scores(context: dg.AssetExecutionContext, config: ScoreConfig, home: HomeRes
     """One pass per modality against the reference set gives every score and KL statistic of the drop."""
     drop = validate_drop_name(context.partition_key)
     h = home.path()
+    run_on = executor(config.executor)
     home.require_complete(EMBEDDINGS, [drop], consumer=PAIR_SCORES)
     try:
-        sd = S.score_drop(drop, h, config.budget_elems, config.siglip_tau)
+        if run_on == "ray":
+            from clip_assets.score.drop_ray import score_drop_ray  # ray is an optional extra
+
+            sd = score_drop_ray(drop, h, config.budget_elems, config.siglip_tau, log=context.log.info)
+        else:
+            sd = S.score_drop(drop, h, config.budget_elems, config.siglip_tau)
     except S.LineageMismatchError as e:
         raise dg.Failure(str(e)) from None
     ref, st, n = sd.reference, sd.stats, sd.rows
-    common = {"dagster/row_count": n, "drop": drop, "model_id": ref.model_id, "reference_id": ref.reference_id,
+    common = {"dagster/row_count": n, "drop": drop, "executor": run_on, "model_id": ref.model_id,
+              "reference_id": ref.reference_id,
               "reference_n": ref.n, "logit_scale_a": sd.logit_scale, "seconds": round(sd.seconds, 3),
               "pairs_per_s": round(n / sd.seconds, 1) if sd.seconds > 0 else 0.0}
     # per asset: its columns, the extremes listed, the histograms of its report (KL: with decile sheets)

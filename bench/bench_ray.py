@@ -1,0 +1,139 @@
+"""Embeddings throughput, Ray executor vs the local path, on this machine in one run; and Ray vs actors.
+
+    python bench/bench_ray.py                        # 20k-pair synthetic drop, clip-assets-tiny, 2-CPU local cluster
+    python bench/bench_ray.py --pairs 4000 --runs 3  # quicker
+    (needs the optional extra: pip install clip-assets[ray])
+
+Both paths embed the same synthetic drop (clip_assets.world.write_drops, 64 px JPEGs) with the same model,
+batch size and ``force=True`` (every shard recomputed and committed) into separate folders:
+
+* local: :func:`clip_assets.models.embed.embed_drop` in this process (``--workers`` DataLoader processes decode);
+  each timed run of either path includes the driver's model load, as an asset run does;
+* ray:   :func:`clip_assets.models.embed_ray.embed_drop_ray` on a local cluster of ``--cpus`` CPUs started once
+  (its start is reported, not timed). Each timed run is a whole job as an asset run pays it: actor pool start,
+  one model load per actor, decode tasks, the pool, the commits. With N actors on C CPUs each actor reserves
+  (C - 1) / N CPUs, so one CPU always stays for the decode tasks (Ray Data can hang when actors hold every CPU).
+
+Printed: the median seconds and images/s of ``--runs`` runs per configuration (local and Ray runs alternate, so
+drifting load on a shared machine affects both alike), ratio = ray_seconds / local_seconds at 1 actor (the
+target is <= 1.15), and the Ray figures per number of actors (``--actors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from clip_assets.io.drops import index_drop, scan_landing  # noqa: E402
+from clip_assets.models.embed import embed_drop  # noqa: E402
+from clip_assets.models.loading import ModelSpec, load_model  # noqa: E402
+from clip_assets.world import write_drops  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=20_000)
+    ap.add_argument("--shard-size", type=int, default=2000)
+    ap.add_argument("--model", default="clip-assets-tiny")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=1, help="local path: DataLoader decode processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the model (local and each actor)")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
+    ap.add_argument("--actors", default="1,2", help="Ray pool sizes to time, comma-separated")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip_assets_bench_ray"))
+    ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    a = ap.parse_args(argv)
+    actors = [int(x) for x in a.actors.split(",") if x.strip()]
+    if a.pairs < 1 or a.runs < 1 or a.cpus < 2 or not actors or min(actors) < 1:
+        ap.error(f"need --pairs >= 1, --runs >= 1, --cpus >= 2 and actors >= 1, got {a.pairs}, {a.runs}, "
+                 f"{a.cpus}, {a.actors!r}")
+    a.actor_counts = actors
+    return a
+
+
+def _drop(work: Path, pairs: int, shard_size: int) -> Path:
+    """The synthetic drop of this size, written once under ``work`` and reused while it is complete."""
+    landing = work / f"landing-{pairs}-{shard_size}"
+    found = [d for d in scan_landing(landing) if d.complete] if landing.is_dir() else []
+    if found:
+        return Path(found[0].path)
+    (drop,) = write_drops(landing, drops=1, pairs=pairs, seed=0, shard_size=shard_size)
+    return Path(drop)
+
+
+def _summary(name: str, seconds: list[float], pairs: int) -> dict:
+    med = statistics.median(seconds)
+    return {"config": name, "runs": len(seconds), "median_s": round(med, 3), "images_per_s": round(pairs / med, 1),
+            "all_s": [round(s, 3) for s in seconds]}
+
+
+def main(argv=None) -> int:
+    import ray
+
+    from clip_assets.models.embed_ray import embed_drop_ray
+    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
+
+    a = parse_args(argv)
+    work = Path(a.work)
+    t = time.perf_counter()
+    drop = _drop(work, a.pairs, a.shard_size)
+    tables = index_drop(drop)
+    pairs = sum(x.num_rows for x in tables)
+    print(f"# drop ready in {time.perf_counter() - t:.1f}s: {drop} ({len(tables)} shards, {pairs} pairs)", flush=True)
+    spec = ModelSpec(name=a.model, device="cpu", batch_size=a.batch_size, workers=a.workers, threads=a.threads)
+    os.environ.pop(RAY_ADDRESS_ENV, None)  # always the local cluster: the figure is about this machine
+    t = time.perf_counter()
+    print(f"# {init_ray(num_cpus=a.cpus)} in {time.perf_counter() - t:.1f}s", flush=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+    # each timed run loads the model as the embeddings asset does (load_current_model per run), so both sides pay
+    # what a run pays; Ray's actors load it once more each, which is part of its overhead
+    def local_run() -> float:
+        t0 = time.perf_counter()
+        res = embed_drop(tables, load_model(spec), work / "out-local", force=True)
+        assert res.rows_written == pairs, res
+        return time.perf_counter() - t0
+
+    def ray_run(n: int) -> float:
+        t0 = time.perf_counter()
+        res = embed_drop_ray(tables, load_model(spec), work / f"out-ray-{n}", force=True, concurrency=n,
+                             cpus_per_actor=(a.cpus - 1) / n)
+        assert res.rows_written == pairs, res
+        return time.perf_counter() - t0
+
+    local_run(), ray_run(a.actor_counts[0])  # warm-up: page cache, imports, worker processes
+    times: dict[str, list[float]] = {"local": [], **{f"ray-{n}": [] for n in a.actor_counts}}
+    for r in range(a.runs):
+        times["local"].append(local_run())
+        for n in a.actor_counts:
+            times[f"ray-{n}"].append(ray_run(n))
+        print(f"# run {r + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    rows = [_summary(k, v, pairs) for k, v in times.items()]
+    print(f"\n{pairs} pairs, model {a.model}, batch {a.batch_size}, local workers {a.workers}, "
+          f"Ray cluster {a.cpus} CPUs (actors reserve (cpus - 1) / actors each), medians of {a.runs} runs")
+    print(f"{'config':>10} {'median_s':>9} {'images/s':>9}  all_s")
+    for row in rows:
+        print(f"{row['config']:>10} {row['median_s']:>9.2f} {row['images_per_s']:>9.0f}  {row['all_s']}")
+    base = next(r for r in rows if r["config"] == f"ray-{a.actor_counts[0]}")
+    ratio = base["median_s"] / rows[0]["median_s"]
+    print(f"\nratio ray_seconds / local_seconds ({base['config']}) = {ratio:.3f} (target <= 1.15)")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"pairs": pairs, "args": {k: v for k, v in vars(a).items()},
+                                            "rows": rows, "ratio": ratio}, indent=2))
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
