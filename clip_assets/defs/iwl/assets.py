@@ -21,6 +21,7 @@ from clip_assets.iwl import evaluation as ev
 from clip_assets.iwl import training as tr
 from clip_assets.iwl import weights as wt
 from clip_assets.iwl.evaluation import report_markdown  # noqa: F401 - the multi-seed report imports it from here
+from clip_assets.models.executors import executor
 from clip_assets.models.iwl_train import DEFAULT_TEMPLATE
 from clip_assets.models.train import TrainConfig
 
@@ -86,7 +87,6 @@ class ImportanceWeightsConfig(dg.Config):
 def importance_weights(context: dg.AssetExecutionContext, config: ImportanceWeightsConfig, home: HomeResource):
     # imported here, not at the module top, only because this change is confined to this function and its config
     # (the module's header is being edited elsewhere); weights_ray needs the optional extra ray
-    from clip_assets.models.executors import executor
 
     drop = validate_drop_name(context.partition_key)
     h = home.path()
