@@ -85,9 +85,6 @@ class ImportanceWeightsConfig(dg.Config):
     ],
 )
 def importance_weights(context: dg.AssetExecutionContext, config: ImportanceWeightsConfig, home: HomeResource):
-    # imported here, not at the module top, only because this change is confined to this function and its config
-    # (the module's header is being edited elsewhere); weights_ray needs the optional extra ray
-
     drop = validate_drop_name(context.partition_key)
     h = home.path()
     run_on = executor(config.executor)
