@@ -9,7 +9,6 @@ optional extra ``ray`` is not installed.
 
 from __future__ import annotations
 
-import os
 
 import dagster as dg
 import numpy as np
@@ -27,6 +26,7 @@ from clip_assets.models.card import write_card
 from clip_assets.models.embed import embed_drop
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.world import write_drops
+from ray_support import own_cluster
 
 SPEC = ModelSpec(name="clip-assets-tiny", device="cpu", workers=0, batch_size=32, threads=1)
 PROMPTS = ["a photo of something red", "a circle"]
@@ -34,16 +34,8 @@ PROMPTS = ["a photo of something red", "a circle"]
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="the optional extra 'ray' (pip install clip-assets[ray]) is not installed")
-    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
-
-    address = os.environ.pop(RAY_ADDRESS_ENV, None)  # this module starts its own local cluster
-    try:
-        yield init_ray(num_cpus=2)
-    finally:
-        ray.shutdown()
-        if address is not None:
-            os.environ[RAY_ADDRESS_ENV] = address
+    with own_cluster() as desc:  # this module's own local cluster (tests/ray_support.py)
+        yield desc
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ Data can hang when actors take every CPU). They are skipped when the optional ex
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 
@@ -22,6 +21,7 @@ from clip_assets.models.embed import embed_drop
 from clip_assets.models.executors import EXECUTOR_ENV, executor
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.world import write_drops
+from ray_support import own_cluster
 
 BATCH = 32
 SPEC = ModelSpec(name="clip-assets-tiny", device="cpu", workers=0, batch_size=BATCH, threads=1)
@@ -29,18 +29,8 @@ SPEC = ModelSpec(name="clip-assets-tiny", device="cpu", workers=0, batch_size=BA
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="the optional extra 'ray' (pip install clip-assets[ray]) is not installed")
-    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
-
-    address = os.environ.pop(RAY_ADDRESS_ENV, None)  # these tests start their own local cluster
-    try:
-        desc = init_ray(num_cpus=2)
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    with own_cluster() as desc:  # this module's own local cluster (tests/ray_support.py)
         yield desc
-    finally:
-        ray.shutdown()
-        if address is not None:
-            os.environ[RAY_ADDRESS_ENV] = address
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from clip_assets.io.drops import index_drop
 from clip_assets.models.embed import embed_drop
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.world import write_drops
+from ray_support import own_cluster
 
 DASHBOARD_PORT = 8291
 STATE_API = f"http://127.0.0.1:{DASHBOARD_PORT}"
@@ -37,23 +38,20 @@ SHARDS = 6
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="the optional extra 'ray' (pip install clip-assets[ray]) is not installed")
     pytest.importorskip("aiohttp", reason="Ray's state API needs its dashboard (ray[default])")
-    from clip_assets.models.executors import RAY_ADDRESS_ENV, _loopback_node_ip
 
-    address = os.environ.pop(RAY_ADDRESS_ENV, None)
-    repo = str(Path(__file__).resolve().parents[2])
-    try:
+    def start() -> None:
+        import ray
+
+        from clip_assets.models.executors import _loopback_node_ip
+
         with _loopback_node_ip():  # as executors.init_ray starts a local cluster, plus a loopback dashboard
             ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=True,
                      dashboard_host="127.0.0.1", dashboard_port=DASHBOARD_PORT, _node_ip_address="127.0.0.1",
-                     runtime_env={"env_vars": {"PYTHONPATH": repo}})
-        ray.data.DataContext.get_current().enable_progress_bars = False
+                     runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}})
+
+    with own_cluster(start):  # tests/ray_support.py: skips without ray, RAY_ADDRESS set aside, shut down after
         yield
-    finally:
-        ray.shutdown()
-        if address is not None:
-            os.environ[RAY_ADDRESS_ENV] = address
 
 
 @pytest.fixture(scope="module")

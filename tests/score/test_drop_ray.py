@@ -9,7 +9,6 @@ optional extra ``ray`` is not installed.
 
 from __future__ import annotations
 
-import os
 
 import dagster as dg
 import numpy as np
@@ -28,6 +27,7 @@ from clip_assets.models.card import write_card
 from clip_assets.models.embed import embedding_schema
 from clip_assets.score.drop import KL_COLUMNS, PAIR_COLUMNS, score_drop
 from clip_assets.world import write_drops
+from ray_support import own_cluster
 
 DIM = 16
 SHARDS = (80, 80, 40)
@@ -35,16 +35,8 @@ SHARDS = (80, 80, 40)
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="the optional extra 'ray' (pip install clip-assets[ray]) is not installed")
-    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
-
-    address = os.environ.pop(RAY_ADDRESS_ENV, None)  # this module starts its own local cluster
-    try:
-        yield init_ray(num_cpus=2)
-    finally:
-        ray.shutdown()
-        if address is not None:
-            os.environ[RAY_ADDRESS_ENV] = address
+    with own_cluster() as desc:  # this module's own local cluster (tests/ray_support.py)
+        yield desc
 
 
 def _world(home, siglip: bool) -> str:
