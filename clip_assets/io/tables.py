@@ -83,6 +83,13 @@ class EmbeddingsPlan:
     model_ids: list[str]
     blocks: list[RowBlock]
 
+    def check_uids(self, drop: str, got: list[str], what: str) -> None:
+        """Raise unless ``got`` (the uids the blocks' results hold, in block order) are the planned ones."""
+        expected = self.uids.to_pylist()
+        if got != expected:
+            raise RuntimeError(f"drop {drop}: the {what} blocks hold {len(got)} uids that differ from the "
+                               f"{len(expected)} planned ones (were the embeddings rewritten meanwhile?)")
+
 
 def plan_embeddings(drop: str, home: Path | None = None, block_rows: int = 0) -> EmbeddingsPlan:
     """List the drop's embeddings files (the version a pointer names), read only their uid and model_id columns,

@@ -55,11 +55,7 @@ def weigh_drop_ray(drop: str, home: Path, prompts: Sequence[str], a_prime: float
     v = loaded.encode_texts(list(prompts)).cpu().numpy()  # (P, d)
     init_ray(num_cpus=num_cpus, log_fn=log)
     results = map_blocks(_weigh_block, plan.blocks, {"v": v, "a_prime": float(a_prime), "b_prime": float(b_prime)})
-    expected = plan.uids.to_pylist()
-    got = [u for uids, _ in results for u in uids]
-    if got != expected:
-        raise RuntimeError(f"drop {drop}: the weighed blocks hold {len(got)} uids that differ from the "
-                           f"{len(expected)} planned ones (were the embeddings rewritten meanwhile?)")
+    plan.check_uids(drop, [u for uids, _ in results for u in uids], "weighed")
     lw = np.concatenate([r for _, r in results], axis=1) if results else np.zeros((len(prompts), 0))
     weights = {prompt: weights_from_log(lw[p]) for p, prompt in enumerate(prompts)}
     return commit_weights(drop, home, plan.uids, weights, a_prime, b_prime, loaded.model_id_str, t0)

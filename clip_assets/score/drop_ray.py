@@ -62,11 +62,7 @@ def score_drop_ray(drop: str, home: Path, budget_elems: int, siglip_tau: float |
                                                    "text_cov")},
               "a": a, "b": b, "tau": siglip_tau, "budget_elems": int(budget_elems)}
     results = map_blocks(_score_block, plan.blocks, shared)
-    expected = plan.uids.to_pylist()
-    got = [u for uids, _ in results for u in uids]
-    if got != expected:
-        raise RuntimeError(f"drop {drop}: the scored blocks hold {len(got)} uids that differ from the "
-                           f"{len(expected)} planned ones (were the embeddings rewritten meanwhile?)")
+    plan.check_uids(drop, [u for uids, _ in results for u in uids], "scored")
     if results:
         st = {c: np.concatenate([r[c] for _, r in results]) for c in results[0][1]}
     else:  # no rows: the statistics of nothing, computed as the local path would
