@@ -3,13 +3,15 @@
 :func:`own_cluster` skips the module, with the reason, when the optional extra ``ray`` is not installed; sets
 ``RAY_ADDRESS`` aside so that the cluster is a local one; starts it (``executors.init_ray`` with 2 CPUs, or the
 module's own ``start``); turns Ray Data's progress bars off; and shuts the cluster down and restores the variable
-afterwards.
+afterwards. :func:`killing` makes a task body kill its own worker, for the fault tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -32,3 +34,40 @@ def own_cluster(start: Callable[[], Any] | None = None) -> Iterator[Any]:
         ray.shutdown()
         if address is not None:
             os.environ[RAY_ADDRESS_ENV] = address
+
+
+def killing(fn: Callable[[Any, Any], Any], marker_dir: Any, times: int | None = 1) -> Callable[[Any, Any], Any]:
+    """``fn`` as a Ray task body whose first ``times`` calls, counted across every worker of the cluster (one
+    marker file per death, created atomically), SIGKILL their own worker process mid-task, the way an OOM kill
+    or a lost node ends a worker; ``times=None``: every call dies. Each attempt appends its pid to
+    ``marker_dir/attempts``.
+
+    The wrapper travels to the workers by value (this module is not on their path); ``fn`` by reference.
+    """
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker_dir = str(marker_dir)
+
+    def body(block: Any, shared: Any) -> Any:
+        with open(os.path.join(marker_dir, "attempts"), "a") as f:
+            f.write(f"{os.getpid()}\n")
+        dies = times is None
+        for i in range(times or 0):
+            try:
+                os.close(os.open(os.path.join(marker_dir, f"death-{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            dies = True
+            break
+        if dies:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fn(block, shared)
+
+    return body
+
+
+def attempts(marker_dir: Any) -> int:
+    """How many task attempts a :func:`killing` body has started."""
+    p = os.path.join(str(marker_dir), "attempts")
+    return len(open(p).read().split()) if os.path.exists(p) else 0

@@ -32,9 +32,11 @@ and a re-run resumes per shard (tests/models/test_ray_faults.py kills a model ac
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import time
-from typing import Any, Callable, Sequence
+import traceback
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -152,20 +154,45 @@ def _actor_spec(spec: ModelSpec, gpus: bool) -> ModelSpec:
     return dataclasses.replace(spec, device="cpu")
 
 
-def _decode_error(e: BaseException) -> str | None:
-    """The local path's decode error message inside a Ray error (its chain or its text), else None."""
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    """``e`` and every exception it chains (``__cause__``, ``__context__``, a Ray error's ``cause``), once each."""
     seen: set[int] = set()
     stack: list[BaseException | None] = [e]
     while stack:
         x = stack.pop()
-        if x is None or id(x) in seen:
+        if x is None or id(x) in seen or not isinstance(x, BaseException):
             continue
         seen.add(id(x))
+        yield x
+        stack += [x.__cause__, x.__context__, getattr(x, "cause", None)]
+
+
+def _decode_error(e: BaseException) -> str | None:
+    """The local path's decode error message inside a Ray error (its chain or its text), else None."""
+    for x in _chain(e):
         for line in str(x).splitlines():
             if DECODE_ERROR in line:
                 return line[line.index("shard "):] if "shard " in line else line.strip()
-        stack += [x.__cause__, x.__context__, getattr(x, "cause", None)]
     return None
+
+
+def _release_pool(rows: Iterator[Any], e: BaseException) -> None:
+    """Free the actor pool of a job that stopped on an error, now.
+
+    Ray Data shuts its executor down on the error by dropping its references to the pool's actors, which then
+    die with their last reference. But the error's traceback frames still hold the handles, so the actors (and
+    the CPUs/GPUs they reserve) would live as long as the caller keeps the error, or until a garbage
+    collection: the next job's actors then wait for those resources behind its own decode tasks, for ever on a
+    small cluster. So: close the row iterator, clear the locals of the error chain's finished frames (the
+    tracebacks stay printable: files, lines, code), and collect the cycles.
+    """
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+    for x in _chain(e):
+        if x.__traceback__ is not None:
+            traceback.clear_frames(x.__traceback__)
+    gc.collect()
 
 
 def embed_drop_ray(
@@ -231,8 +258,9 @@ def embed_drop_ray(
             fn_constructor_kwargs={"spec": _actor_spec(loaded.spec, gpus),
                                    "threads": loaded.spec.threads or max(1, int(cpus_per_actor))},
         )
+        rows = iter(ds.iter_rows())
         try:
-            for r in ds.iter_rows():
+            for r in rows:
                 if r["model_id"] != loaded.model_id_str:
                     raise RuntimeError(f"the Ray actors loaded model {r['model_id']}, the driver "
                                        f"{loaded.model_id_str}: do all nodes see the same checkpoint?")
@@ -241,6 +269,7 @@ def embed_drop_ray(
                 writer.add(_Computed(r["shard"], int(r["batch"]), int(r["n_batches"]), list(r["uids"]),
                                      torch.from_numpy(img.copy()), torch.from_numpy(txt.copy())))
         except Exception as e:
+            _release_pool(rows, e)
             msg = _decode_error(e)
             if msg is not None:
                 raise RuntimeError(msg) from e

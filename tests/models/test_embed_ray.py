@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +50,22 @@ def loaded():
 @pytest.fixture(scope="module")
 def local(tables, loaded, tmp_path_factory):
     return embed_drop(tables, loaded, tmp_path_factory.mktemp("local"), workers=0)
+
+
+def ray_free_cpus():
+    import ray
+
+    return ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+
+
+def _all_cpus_free_within(seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        free, total = ray_free_cpus()
+        if free == total:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def _same_rows(a, b):
@@ -129,6 +146,9 @@ def test_undecodable_image_fails_like_the_local_path(ray_cluster, tables, loaded
         embed_drop_ray(bad, SPEC, tmp_path / "ray", concurrency=1, cpus_per_actor=1)
     same = lambda e: re.sub(r" at 0x[0-9a-f]+", "", str(e))  # noqa: E731 - Pillow names a BytesIO by address
     assert same(rerr.value) == same(lerr.value)
+    # the failed job's model actor is gone while the error is still held (here by pytest): its CPU is free for
+    # the next job, whose actor would otherwise wait behind its own decode tasks for ever on 2 CPUs
+    assert _all_cpus_free_within(30), ray_free_cpus()
     for d in ("local", "ray"):
         names = sorted(p.name for p in (tmp_path / d).iterdir() if not p.name.startswith("."))
         assert "part-00001.parquet" not in names, names
