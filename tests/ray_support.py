@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -69,5 +70,5 @@ def killing(fn: Callable[[Any, Any], Any], marker_dir: Any, times: int | None = 
 
 def attempts(marker_dir: Any) -> int:
     """How many task attempts a :func:`killing` body has started."""
-    p = os.path.join(str(marker_dir), "attempts")
-    return len(open(p).read().split()) if os.path.exists(p) else 0
+    p = Path(marker_dir) / "attempts"
+    return len(p.read_text().split()) if p.exists() else 0

@@ -52,7 +52,7 @@ def local(tables, loaded, tmp_path_factory):
     return embed_drop(tables, loaded, tmp_path_factory.mktemp("local"), workers=0)
 
 
-def ray_free_cpus():
+def _ray_cpus():
     import ray
 
     return ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
@@ -61,7 +61,7 @@ def ray_free_cpus():
 def _all_cpus_free_within(seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        free, total = ray_free_cpus()
+        free, total = _ray_cpus()
         if free == total:
             return True
         time.sleep(0.5)
@@ -148,7 +148,7 @@ def test_undecodable_image_fails_like_the_local_path(ray_cluster, tables, loaded
     assert same(rerr.value) == same(lerr.value)
     # the failed job's model actor is gone while the error is still held (here by pytest): its CPU is free for
     # the next job, whose actor would otherwise wait behind its own decode tasks for ever on 2 CPUs
-    assert _all_cpus_free_within(30), ray_free_cpus()
+    assert _all_cpus_free_within(30), _ray_cpus()
     for d in ("local", "ray"):
         names = sorted(p.name for p in (tmp_path / d).iterdir() if not p.name.startswith("."))
         assert "part-00001.parquet" not in names, names
