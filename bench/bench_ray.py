@@ -1,7 +1,7 @@
 """Embeddings throughput, Ray executor vs the local path, on this machine in one run; and Ray vs actors.
 
-    python bench/bench_ray.py                        # 20k-pair synthetic drop, clip-assets-tiny, 2-CPU local cluster
-    python bench/bench_ray.py --pairs 4000 --runs 3  # quicker
+    python bench/bench_ray.py                        # 20k- and 80k-pair synthetic drops, clip-assets-tiny, 2-CPU cluster
+    python bench/bench_ray.py --pairs 4000 --runs 3  # quicker, one size
     (needs the optional extra: pip install clip-assets[ray])
 
 Both paths embed the same synthetic drop (clip_assets.world.write_drops, 64 px JPEGs) with the same model,
@@ -14,9 +14,13 @@ batch size and ``force=True`` (every shard recomputed and committed) into separa
   one model load per actor, decode tasks, the pool, the commits. With N actors on C CPUs each actor reserves
   (C - 1) / N CPUs, so one CPU always stays for the decode tasks (Ray Data can hang when actors hold every CPU).
 
-Printed: the median seconds and images/s of ``--runs`` runs per configuration (local and Ray runs alternate, so
-drifting load on a shared machine affects both alike), ratio = ray_seconds / local_seconds at 1 actor (the
-target is <= 1.15), and the Ray figures per number of actors (``--actors``).
+Printed, per drop size (``--pairs``, comma-separated): the median seconds and images/s of ``--runs`` runs per
+configuration (local and Ray runs alternate, so drifting load on a shared machine affects both alike), ratio =
+ray_seconds / local_seconds at 1 actor (the target is <= 1.15), and the Ray figures per number of actors
+(``--actors``). With two or more sizes, each path's medians are also fitted as seconds = fixed + per_pair * pairs
+(least squares): Ray's fixed cost over the local path's (what a job pays whatever its size: the pool's actor
+process starting and importing torch/open_clip, Ray Data's start) and the per-pair ratio (what the ratio tends to
+on large drops).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from clip_assets.world import write_drops  # noqa: E402
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=20_000)
+    ap.add_argument("--pairs", default="20000,80000", help="drop sizes, comma-separated")
     ap.add_argument("--shard-size", type=int, default=2000)
     ap.add_argument("--model", default="clip-assets-tiny")
     ap.add_argument("--batch-size", type=int, default=256)
@@ -54,11 +58,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip_assets_bench_ray"))
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     a = ap.parse_args(argv)
-    actors = [int(x) for x in a.actors.split(",") if x.strip()]
-    if a.pairs < 1 or a.runs < 1 or a.cpus < 2 or not actors or min(actors) < 1:
-        ap.error(f"need --pairs >= 1, --runs >= 1, --cpus >= 2 and actors >= 1, got {a.pairs}, {a.runs}, "
+    try:
+        actors = [int(x) for x in a.actors.split(",") if x.strip()]
+        sizes = [int(x) for x in a.pairs.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--pairs and --actors take comma-separated integers, got {a.pairs!r}, {a.actors!r}")
+    if not sizes or min(sizes) < 1 or a.runs < 1 or a.cpus < 2 or not actors or min(actors) < 1:
+        ap.error(f"need --pairs >= 1, --runs >= 1, --cpus >= 2 and actors >= 1, got {a.pairs!r}, {a.runs}, "
                  f"{a.cpus}, {a.actors!r}")
-    a.actor_counts = actors
+    a.actor_counts, a.sizes = actors, sorted(set(sizes))
     return a
 
 
@@ -78,24 +86,24 @@ def _summary(name: str, seconds: list[float], pairs: int) -> dict:
             "all_s": [round(s, 3) for s in seconds]}
 
 
-def main(argv=None) -> int:
-    import ray
+def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares (fixed seconds, seconds per pair) of seconds = fixed + per_pair * pairs."""
+    n = len(points)
+    mx = sum(p for p, _ in points) / n
+    my = sum(t for _, t in points) / n
+    per = sum((p - mx) * (t - my) for p, t in points) / sum((p - mx) ** 2 for p, _ in points)
+    return my - per * mx, per
 
+
+def _time_size(a: argparse.Namespace, work: Path, n_pairs: int, spec) -> dict:
+    """The timed runs of every configuration on one drop size; its summary rows and ratio."""
     from clip_assets.models.embed_ray import embed_drop_ray
-    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
 
-    a = parse_args(argv)
-    work = Path(a.work)
     t = time.perf_counter()
-    drop = _drop(work, a.pairs, a.shard_size)
+    drop = _drop(work, n_pairs, a.shard_size)
     tables = index_drop(drop)
     pairs = sum(x.num_rows for x in tables)
     print(f"# drop ready in {time.perf_counter() - t:.1f}s: {drop} ({len(tables)} shards, {pairs} pairs)", flush=True)
-    spec = ModelSpec(name=a.model, device="cpu", batch_size=a.batch_size, workers=a.workers, threads=a.threads)
-    os.environ.pop(RAY_ADDRESS_ENV, None)  # always the local cluster: the figure is about this machine
-    t = time.perf_counter()
-    print(f"# {init_ray(num_cpus=a.cpus)} in {time.perf_counter() - t:.1f}s", flush=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
     # each timed run loads the model as the embeddings asset does (load_current_model per run), so both sides pay
     # what a run pays; Ray's actors load it once more each, which is part of its overhead
@@ -118,19 +126,54 @@ def main(argv=None) -> int:
         times["local"].append(local_run())
         for n in a.actor_counts:
             times[f"ray-{n}"].append(ray_run(n))
-        print(f"# run {r + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+        print(f"# {pairs} pairs, run {r + 1}/{a.runs}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+              flush=True)
     rows = [_summary(k, v, pairs) for k, v in times.items()]
-    print(f"\n{pairs} pairs, model {a.model}, batch {a.batch_size}, local workers {a.workers}, "
-          f"Ray cluster {a.cpus} CPUs (actors reserve (cpus - 1) / actors each), medians of {a.runs} runs")
-    print(f"{'config':>10} {'median_s':>9} {'images/s':>9}  all_s")
-    for row in rows:
-        print(f"{row['config']:>10} {row['median_s']:>9.2f} {row['images_per_s']:>9.0f}  {row['all_s']}")
     base = next(r for r in rows if r["config"] == f"ray-{a.actor_counts[0]}")
-    ratio = base["median_s"] / rows[0]["median_s"]
-    print(f"\nratio ray_seconds / local_seconds ({base['config']}) = {ratio:.3f} (target <= 1.15)")
+    return {"pairs": pairs, "rows": rows, "ratio": base["median_s"] / rows[0]["median_s"], "base": base["config"]}
+
+
+def main(argv=None) -> int:
+    import ray
+
+    from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
+
+    a = parse_args(argv)
+    work = Path(a.work)
+    spec = ModelSpec(name=a.model, device="cpu", batch_size=a.batch_size, workers=a.workers, threads=a.threads)
+    os.environ.pop(RAY_ADDRESS_ENV, None)  # always the local cluster: the figure is about this machine
+    t = time.perf_counter()
+    print(f"# {init_ray(num_cpus=a.cpus)} in {time.perf_counter() - t:.1f}s", flush=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    results = [_time_size(a, work, n, spec) for n in a.sizes]
+
+    print(f"\nmodel {a.model}, batch {a.batch_size}, local workers {a.workers}, Ray cluster {a.cpus} CPUs (actors "
+          f"reserve (cpus - 1) / actors each), medians of {a.runs} runs")
+    print(f"{'pairs':>8} {'config':>8} {'median_s':>9} {'images/s':>9}  all_s")
+    for res in results:
+        for row in res["rows"]:
+            print(f"{res['pairs']:>8} {row['config']:>8} {row['median_s']:>9.2f} {row['images_per_s']:>9.0f}  "
+                  f"{row['all_s']}")
+    print()
+    for res in results:
+        print(f"{res['pairs']:>8} pairs: ratio ray_seconds / local_seconds ({res['base']}) = {res['ratio']:.3f} "
+              f"(target <= 1.15)")
+    fit = None
+    if len(results) >= 2:
+        def med(res: dict, config: str) -> float:
+            return next(r["median_s"] for r in res["rows"] if r["config"] == config)
+
+        base = results[0]["base"]
+        fl, pl = _fit([(res["pairs"], med(res, "local")) for res in results])
+        fr, pr = _fit([(res["pairs"], med(res, base)) for res in results])
+        fit = {"local_fixed_s": fl, "local_per_pair_ms": pl * 1e3, "ray_fixed_s": fr, "ray_per_pair_ms": pr * 1e3,
+               "per_pair_ratio": pr / pl}
+        print(f"fit seconds = fixed + per_pair * pairs: local {fl:.2f} s + {pl * 1e3:.4f} ms/pair, {base} {fr:.2f} s "
+              f"+ {pr * 1e3:.4f} ms/pair: Ray's extra fixed cost {fr - fl:.2f} s per job, per-pair ratio "
+              f"{pr / pl:.3f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"pairs": pairs, "args": {k: v for k, v in vars(a).items()},
-                                            "rows": rows, "ratio": ratio}, indent=2))
+        Path(a.json).write_text(json.dumps({"args": {k: v for k, v in vars(a).items()}, "sizes": results,
+                                            "fit": fit}, indent=2))
     ray.shutdown()
     return 0
 

@@ -5,9 +5,9 @@ Pipeline (Ray Data, one job over the shards that lack a valid output)::
 
     one item per model batch (shard, batch index, its rows' uid/caption/pointers; batches formed per shard from
     its first row, exactly as the local path forms them)
-      -> map_batches(_prepare): CPU tasks read the image bytes through the pointers, decode + preprocess them
-         with the model's eval transform and tokenize the captions (the local path's own functions, so the
-         pixels and tokens are identical)
+      -> map_batches(_prepare): CPU tasks (several small model batches each, see DECODE_TASK_SAMPLES) read the
+         image bytes through the pointers, decode + preprocess them with the model's eval transform and tokenize
+         the captions (the local path's own functions, so the pixels and tokens are identical)
       -> map_batches(_EmbedActor): a fixed-size actor pool (``concurrency``), one model load per actor, one model
          batch per call (``batch_size`` samples), ``num_gpus=1`` per actor when the cluster has GPUs (bf16/fp16
          autocast there as the spec says), fp32 on CPU
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import os
 import time
 import traceback
@@ -52,16 +53,77 @@ from clip_assets.models.executors import TASK_MAX_RETRIES, cluster_gpus, init_ra
 from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
 
 DECODE_ERROR = "cannot decode image of uid"
-MAX_BLOCKS = 256  # input blocks (one or more model batches each)
+MAX_BLOCKS = 256  # input blocks at most (one decode task each)
 ACTOR_MAX_RESTARTS = 3  # a model actor whose process dies is restarted (one model load each) at most this often
 ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at most this often
 
 
+#: A decode task prepares whole model batches, several when they are small: each task costs Ray Data a few hundred
+#: ms of scheduling on a small cluster, so one task per 256-sample batch of 32 px images spent about a third of a
+#: 20k-pair job between tasks (bench/bench_ray.py: 21.2-21.5 s with 80 one-batch tasks, 14.6-14.8 s with 10
+#: eight-batch ones, 2-CPU local cluster). At most this many samples per task ...
+DECODE_TASK_SAMPLES = 2048
+#: ... and at most this many bytes of float32 pixels (a 256-sample batch at 224 px is 154 MB: one batch per task)
+DECODE_TASK_BYTES = 64 * 2**20
+#: Memory of a decode worker besides its batches (torch, torchvision and open_clip imported: Ray Data measured
+#: up to 591 MiB per decode worker on a 2-CPU cluster and asks for 1.25x its peak)
+DECODE_WORKER_MEMORY = 768 * 2**20
+
+
+def _batch_bytes(bs: int, image_size: int) -> int:
+    """Bytes of one model batch of float32 pixels."""
+    return int(bs * 3 * image_size * image_size * 4)
+
+
+def _batches_per_task(bs: int, image_size: int) -> int:
+    """Model batches one decode task prepares: as many as fit both task limits, at least one."""
+    return max(1, min(DECODE_TASK_SAMPLES // bs, DECODE_TASK_BYTES // _batch_bytes(bs, image_size)))
+
+
+def _decode_blocks(n_items: int, bs: int, image_size: int, cpus: float = 1) -> int:
+    """Input blocks (= decode tasks) for ``n_items`` model batches: :func:`_batches_per_task` per block, but at
+    least one per CPU of the cluster while there are batches for it (a small drop still keeps every CPU busy), at
+    most ``MAX_BLOCKS``."""
+    per = _batches_per_task(bs, image_size)
+    return max(1, min(MAX_BLOCKS, max(-(-n_items // per), min(n_items, int(cpus)))))
+
+
 def _decode_task_memory(bs: int, image_size: int) -> int:
-    """Memory a decode task reserves: its batch as float32 pixels a few times over (decoded, stacked, packed)
-    plus headroom. Besides scheduling, this keeps the decode tasks' remote arguments different from the actors',
-    so Ray Data does not fuse the decode stage into the model actors (it fuses map stages with equal ones)."""
-    return int(4 * bs * 3 * image_size * image_size * 4 + 64 * 2**20)
+    """Memory a decode task reserves: the worker itself plus its batches' float32 pixels twice over (decoded and
+    packed; Ray Data holds a task's outputs until the block is complete). Besides scheduling, this keeps the
+    decode tasks' remote arguments different from the actors', so Ray Data does not fuse the decode stage into the
+    model actors (it fuses map stages with equal ones)."""
+    return int(DECODE_WORKER_MEMORY + 2 * _batches_per_task(bs, image_size) * _batch_bytes(bs, image_size))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the decode stage's transforms, unpickled once per worker process
+
+_TRANSFORMS: dict[str, tuple[Callable, Callable]] = {}
+
+
+def _pickled_transforms(loaded: LoadedModel) -> tuple[str, bytes]:
+    """(content key, pickle) of the model's eval transform and tokenizer, as the decode tasks receive them."""
+    import ray.cloudpickle
+
+    blob = ray.cloudpickle.dumps((loaded.preprocess, loaded.tokenizer))
+    return hashlib.sha256(blob).hexdigest(), blob
+
+
+def _transforms(key: str, blob: bytes) -> tuple[Callable, Callable]:
+    """(preprocess, tokenizer) from :func:`_pickled_transforms`, unpickled on a worker's first task only.
+
+    Ray Data hands every task its arguments afresh; unpickling open_clip's tokenizer (its 2 MB of BPE tables)
+    costs about 40 ms, paid once per task otherwise. A worker keeps the last few models' transforms.
+    """
+    import ray.cloudpickle
+
+    got = _TRANSFORMS.get(key)
+    if got is None:
+        if len(_TRANSFORMS) >= 4:
+            _TRANSFORMS.clear()
+        got = _TRANSFORMS[key] = ray.cloudpickle.loads(blob)
+    return got
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,7 +142,8 @@ def _unpack(data: bytes, shape: Sequence[int], dtype: Any) -> np.ndarray:
 # stage 1: CPU tasks, read + decode + preprocess + tokenize
 
 
-def _prepare(batch: pa.Table, preprocess: Callable, tokenizer: Callable, context_length: int) -> pa.Table:
+def _prepare(batch: pa.Table, transforms: tuple[str, bytes], context_length: int) -> pa.Table:
+    preprocess, tokenizer = _transforms(*transforms)
     rows = []
     fh: dict[str, Any] = {}
     try:
@@ -243,12 +306,12 @@ def embed_drop_ray(
         init_ray(num_cpus=num_cpus, log_fn=log)
         gpus = cluster_gpus() >= 1
         items = _batch_items(todo, bs)
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+        blocks = _decode_blocks(len(items), bs, loaded.image_size, ray.cluster_resources().get("CPU", 1))
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
         ds = ds.map_batches(
             _prepare, batch_size=1, batch_format="pyarrow", num_cpus=1, max_retries=TASK_MAX_RETRIES,
             memory=_decode_task_memory(bs, loaded.image_size),
-            fn_kwargs={"preprocess": loaded.preprocess, "tokenizer": loaded.tokenizer,
-                       "context_length": loaded.context_length},
+            fn_kwargs={"transforms": _pickled_transforms(loaded), "context_length": loaded.context_length},
         )
         ds = ds.map_batches(
             _EmbedActor, batch_size=1, batch_format="pyarrow",

@@ -27,7 +27,7 @@ from clip_assets.models.card import write_card
 from clip_assets.models.embed import embedding_schema
 from clip_assets.score.drop import KL_COLUMNS, PAIR_COLUMNS, score_drop
 from clip_assets.world import write_drops
-from ray_support import own_cluster
+from ray_support import attempts, killing, own_cluster
 
 DIM = 16
 SHARDS = (80, 80, 40)
@@ -93,7 +93,7 @@ def test_ray_scores_equal_the_local_path(ray_cluster, home, siglip):
     local = score_drop(drop, home, budget_elems=2**10, siglip_tau=tau)
     local_t = _tables(drop, home)
     assert local_t["pair_scores"]["log_r_siglip"].null_count == (0 if siglip else sum(SHARDS))
-    for block_rows in (0, 30):  # one task per shard file; row blocks inside files (7 tasks, 80 = 30 + 30 + 20)
+    for block_rows in (0, 30):  # one task per shard file; row blocks inside files (8 tasks, 80 = 30 + 30 + 20)
         plan = plan_embeddings(drop, home, block_rows)
         assert [b.hi - b.lo for b in plan.blocks] == ([80, 80, 40] if block_rows == 0 else [30, 30, 20] * 2 + [30, 10])
         sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=tau, block_rows=block_rows)
@@ -101,6 +101,50 @@ def test_ray_scores_equal_the_local_path(ray_cluster, home, siglip):
         assert sd.stats.keys() == local.stats.keys()
         assert sd.pair_scores.equals(_tables(drop, home)["pair_scores"])  # what it returns is what it committed
         _assert_same(local_t, _tables(drop, home))
+
+
+def _kill_blocks(monkeypatch, marker_dir, times):
+    """score_drop_ray's block tasks through the real map_blocks, each body wrapped by :func:`killing`."""
+    import clip_assets.score.drop_ray as drop_ray
+    from clip_assets.models.executors import map_blocks
+
+    monkeypatch.setattr(drop_ray, "map_blocks",
+                        lambda fn, blocks, shared, **kw: map_blocks(killing(fn, marker_dir, times), blocks, shared, **kw))
+
+
+def test_killed_score_workers_are_retried_and_the_result_equals_the_local_path(ray_cluster, home, tmp_path,
+                                                                               monkeypatch):
+    from clip_assets.score.drop_ray import score_drop_ray
+
+    drop = _world(home, siglip=False)
+    score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
+    local_t = _tables(drop, home)
+    _kill_blocks(monkeypatch, tmp_path, times=2)  # two block tasks lose their worker mid-task
+    assert len(plan_embeddings(drop, home, 30).blocks) == 8
+    sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=30)  # 8 tasks
+    assert sd.rows == sum(SHARDS) and attempts(tmp_path) == 8 + 2  # every block once, the two killed twice
+    _assert_same(local_t, _tables(drop, home))
+
+
+def test_score_workers_killed_past_the_retry_bound_fail_cleanly_and_a_rerun_completes(ray_cluster, home, tmp_path,
+                                                                                      monkeypatch):
+    import ray
+
+    from clip_assets.models.executors import TASK_MAX_RETRIES
+    from clip_assets.score.drop_ray import score_drop_ray
+
+    drop = _world(home, siglip=False)
+    score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
+    local_t = _tables(drop, home)
+    with monkeypatch.context() as m:
+        _kill_blocks(m, tmp_path, times=None)  # every attempt of every block dies
+        with pytest.raises(ray.exceptions.WorkerCrashedError):
+            score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=0)  # 3 tasks
+    assert 1 + TASK_MAX_RETRIES <= attempts(tmp_path) <= 3 * (1 + TASK_MAX_RETRIES)  # bounded
+    after = _tables(drop, home)  # nothing partial is visible: the committed partitions are the earlier ones
+    assert all(after[a].equals(local_t[a], check_metadata=True) for a in local_t)
+    score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=0)  # the re-run, no kills
+    _assert_same(local_t, _tables(drop, home))
 
 
 def test_scores_asset_with_the_ray_executor_writes_the_local_rows(ray_cluster, home):
@@ -131,7 +175,7 @@ def test_the_reference_set_is_put_in_the_object_store_once(ray_cluster, home, mo
     drop = _world(home, siglip=False)
     puts, put = [], ray.put
     monkeypatch.setattr(ray, "put", lambda value, **kw: puts.append(value) or put(value, **kw))
-    sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=30)  # 7 tasks, one put
+    sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=30)  # 8 tasks, one put
     assert sd.rows == sum(SHARDS) and len(puts) == 1
     ref = load_reference(home)
     assert all(np.array_equal(puts[0]["ref"][k], getattr(ref, k)) for k in ("images", "texts", "image_cov"))
