@@ -8,7 +8,9 @@ not change what is written:
   complete (equal to the local path's), and a re-run keeps the shards already written and writes the rest,
   ending with the local path's files.
 
-While the job runs, the driver thread waits in its progress callback after the first committed shard until the
+The decode tasks take one model batch each here (embed_ray.DECODE_TASK_SAMPLES set to the batch size): with the
+default, this small drop is one block, whose model call ends before the driver commits its first shard, so no
+actor would be left to kill mid-job. While the job runs, the driver thread waits in its progress callback after the first committed shard until the
 actor has been killed, so the kill always lands mid-job, with shards left to compute. A local Ray cluster of
 2 CPUs with its dashboard on 127.0.0.1 (it serves the state API); fixed ports, one Ray test module at a time;
 skipped without the optional extra ``ray``.
@@ -52,6 +54,13 @@ def ray_cluster():
 
     with own_cluster(start):  # tests/ray_support.py: skips without ray, RAY_ADDRESS set aside, shut down after
         yield
+
+
+@pytest.fixture(autouse=True)
+def one_batch_per_decode_task(monkeypatch):
+    from clip_assets.models import embed_ray
+
+    monkeypatch.setattr(embed_ray, "DECODE_TASK_SAMPLES", SPEC.batch_size)
 
 
 @pytest.fixture(scope="module")
