@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: install demo test test-fast dev bench clean validate e2e
+.PHONY: install demo test test-ray test-fast dev bench clean validate e2e
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ demo: $(STAMP)
 ## the whole test suite (what CI runs)
 test: $(STAMP)
 	$(PY) -m pytest -q --timeout=900
+
+## the Ray executor's tests, with the optional extra [ray] installed into the venv: one module per pytest process
+## (each starts its own cluster on fixed ports); CI runs this after `make test`
+RAY_STAMP := $(VENV)/.installed-ray
+RAY_TESTS := $(sort $(shell grep -rlE --include='test_*.py' 'own_cluster|importorskip."ray"' tests))
+
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $(RAY_STAMP)
+
+test-ray: $(RAY_STAMP)
+	@test -n "$(RAY_TESTS)" || { echo "no Ray test modules found under tests/"; exit 1; }
+	@set -e; for m in $(RAY_TESTS); do echo "== $$m"; $(PY) -m pytest -q --timeout=900 -p no:cacheprovider $$m; done
 
 ## the Dagster UI on http://127.0.0.1:3000
 dev: $(STAMP)
