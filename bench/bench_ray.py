@@ -88,11 +88,10 @@ def _summary(name: str, seconds: list[float], pairs: int) -> dict:
 
 def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     """Least-squares (fixed seconds, seconds per pair) of seconds = fixed + per_pair * pairs."""
-    n = len(points)
-    mx = sum(p for p, _ in points) / n
-    my = sum(t for _, t in points) / n
-    per = sum((p - mx) * (t - my) for p, t in points) / sum((p - mx) ** 2 for p, _ in points)
-    return my - per * mx, per
+    import numpy as np
+
+    per, fixed = np.polyfit([p for p, _ in points], [t for _, t in points], 1)
+    return float(fixed), float(per)
 
 
 def _time_size(a: argparse.Namespace, work: Path, n_pairs: int, spec) -> dict:

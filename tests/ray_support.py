@@ -3,7 +3,8 @@
 :func:`own_cluster` skips the module, with the reason, when the optional extra ``ray`` is not installed; sets
 ``RAY_ADDRESS`` aside so that the cluster is a local one; starts it (``executors.init_ray`` with 2 CPUs, or the
 module's own ``start``); turns Ray Data's progress bars off; and shuts the cluster down and restores the variable
-afterwards. :func:`killing` makes a task body kill its own worker, for the fault tests.
+afterwards. :func:`killing` makes a task body kill its own worker, for the fault tests, and :func:`kill_blocks`
+puts it under a stage's block tasks.
 """
 
 from __future__ import annotations
@@ -72,3 +73,11 @@ def attempts(marker_dir: Any) -> int:
     """How many task attempts a :func:`killing` body has started."""
     p = Path(marker_dir) / "attempts"
     return len(p.read_text().split()) if p.exists() else 0
+
+
+def kill_blocks(monkeypatch: Any, module: Any, marker_dir: Any, times: int | None) -> None:
+    """Make ``module``'s block tasks (its ``map_blocks``, the real one underneath) run :func:`killing` bodies."""
+    from clip_assets.models.executors import map_blocks
+
+    monkeypatch.setattr(module, "map_blocks", lambda fn, blocks, shared, **kw: map_blocks(
+        killing(fn, marker_dir, times), blocks, shared, **kw))

@@ -58,10 +58,10 @@ ACTOR_MAX_RESTARTS = 3  # a model actor whose process dies is restarted (one mod
 ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at most this often
 
 
-#: A decode task prepares whole model batches, several when they are small: each task costs Ray Data a few hundred
-#: ms of scheduling on a small cluster, so one task per 256-sample batch of 32 px images spent about a third of a
-#: 20k-pair job between tasks (bench/bench_ray.py: 21.2-21.5 s with 80 one-batch tasks, 14.6-14.8 s with 10
-#: eight-batch ones, 2-CPU local cluster). At most this many samples per task ...
+#: A decode task prepares whole model batches, several when they are small: on a 2-CPU local cluster a decode
+#: worker sat 0.2-0.3 s idle between two tasks, so one task per 256-sample batch of 32 px images spent about a third
+#: of a 20k-pair job between tasks (the job timed alone: 21.2-21.5 s with 80 one-batch tasks, 14.6-14.8 s with 10
+#: eight-batch ones). At most this many samples per task ...
 DECODE_TASK_SAMPLES = 2048
 #: ... and at most this many bytes of float32 pixels (a 256-sample batch at 224 px is 154 MB: one batch per task)
 DECODE_TASK_BYTES = 64 * 2**20

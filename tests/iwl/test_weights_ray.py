@@ -26,7 +26,7 @@ from clip_assets.models.card import write_card
 from clip_assets.models.embed import embed_drop
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.world import write_drops
-from ray_support import attempts, killing, own_cluster
+from ray_support import attempts, kill_blocks, own_cluster
 
 SPEC = ModelSpec(name="clip-assets-tiny", device="cpu", workers=0, batch_size=32, threads=1)
 PROMPTS = ["a photo of something red", "a circle"]
@@ -87,13 +87,11 @@ def test_ray_weights_equal_the_local_path(ray_cluster, world, b_prime):
 def test_killed_weight_workers_are_retried_and_the_result_equals_the_local_path(ray_cluster, world, tmp_path,
                                                                                monkeypatch):
     import clip_assets.iwl.weights_ray as weights_ray
-    from clip_assets.models.executors import map_blocks
 
     home, drop = world
     weigh_drop(drop, home, PROMPTS, 10.0, 0.5)
     local_t = _stored(home, drop)
-    monkeypatch.setattr(weights_ray, "map_blocks",  # the real mapper; the first two block attempts lose their worker
-                        lambda fn, blocks, shared, **kw: map_blocks(killing(fn, tmp_path, 2), blocks, shared, **kw))
+    kill_blocks(monkeypatch, weights_ray, tmp_path, times=2)  # the first two block attempts lose their worker
     n_blocks = len(plan_embeddings(drop, home, 30).blocks)
     dw = weights_ray.weigh_drop_ray(drop, home, PROMPTS, 10.0, 0.5, block_rows=30)
     assert attempts(tmp_path) == n_blocks + 2 and len(dw.uids) == 200  # every block once, the two killed twice

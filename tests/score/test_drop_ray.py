@@ -27,7 +27,7 @@ from clip_assets.models.card import write_card
 from clip_assets.models.embed import embedding_schema
 from clip_assets.score.drop import KL_COLUMNS, PAIR_COLUMNS, score_drop
 from clip_assets.world import write_drops
-from ray_support import attempts, killing, own_cluster
+from ray_support import attempts, kill_blocks, own_cluster
 
 DIM = 16
 SHARDS = (80, 80, 40)
@@ -103,23 +103,15 @@ def test_ray_scores_equal_the_local_path(ray_cluster, home, siglip):
         _assert_same(local_t, _tables(drop, home))
 
 
-def _kill_blocks(monkeypatch, marker_dir, times):
-    """score_drop_ray's block tasks through the real map_blocks, each body wrapped by :func:`killing`."""
-    import clip_assets.score.drop_ray as drop_ray
-    from clip_assets.models.executors import map_blocks
-
-    monkeypatch.setattr(drop_ray, "map_blocks",
-                        lambda fn, blocks, shared, **kw: map_blocks(killing(fn, marker_dir, times), blocks, shared, **kw))
-
-
 def test_killed_score_workers_are_retried_and_the_result_equals_the_local_path(ray_cluster, home, tmp_path,
                                                                                monkeypatch):
+    import clip_assets.score.drop_ray as drop_ray
     from clip_assets.score.drop_ray import score_drop_ray
 
     drop = _world(home, siglip=False)
     score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
     local_t = _tables(drop, home)
-    _kill_blocks(monkeypatch, tmp_path, times=2)  # two block tasks lose their worker mid-task
+    kill_blocks(monkeypatch, drop_ray, tmp_path, times=2)  # two block tasks lose their worker mid-task
     assert len(plan_embeddings(drop, home, 30).blocks) == 8
     sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=30)  # 8 tasks
     assert sd.rows == sum(SHARDS) and attempts(tmp_path) == 8 + 2  # every block once, the two killed twice
@@ -130,6 +122,7 @@ def test_score_workers_killed_past_the_retry_bound_fail_cleanly_and_a_rerun_comp
                                                                                       monkeypatch):
     import ray
 
+    import clip_assets.score.drop_ray as drop_ray
     from clip_assets.models.executors import TASK_MAX_RETRIES
     from clip_assets.score.drop_ray import score_drop_ray
 
@@ -137,7 +130,7 @@ def test_score_workers_killed_past_the_retry_bound_fail_cleanly_and_a_rerun_comp
     score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
     local_t = _tables(drop, home)
     with monkeypatch.context() as m:
-        _kill_blocks(m, tmp_path, times=None)  # every attempt of every block dies
+        kill_blocks(m, drop_ray, tmp_path, times=None)  # every attempt of every block dies
         with pytest.raises(ray.exceptions.WorkerCrashedError):
             score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=0)  # 3 tasks
     assert 1 + TASK_MAX_RETRIES <= attempts(tmp_path) <= 3 * (1 + TASK_MAX_RETRIES)  # bounded
