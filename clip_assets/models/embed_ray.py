@@ -114,7 +114,8 @@ def _transforms(key: str, blob: bytes) -> tuple[Callable, Callable]:
     """(preprocess, tokenizer) from :func:`_pickled_transforms`, unpickled on a worker's first task only.
 
     Ray Data hands every task its arguments afresh; unpickling open_clip's tokenizer (its 2 MB of BPE tables)
-    costs about 40 ms, paid once per task otherwise. A worker keeps the last few models' transforms.
+    costs about 40 ms, paid once per task otherwise. A worker keeps up to four models' transforms (a fifth clears
+    the cache).
     """
     import ray.cloudpickle
 

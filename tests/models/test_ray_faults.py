@@ -9,8 +9,8 @@ not change what is written:
   ending with the local path's files.
 
 The decode tasks take one model batch each here (embed_ray.DECODE_TASK_SAMPLES set to the batch size): with the
-default, this small drop is one block, whose model call ends before the driver commits its first shard, so no
-actor would be left to kill mid-job. While the job runs, the driver thread waits in its progress callback after the first committed shard until the
+default, this small drop is two blocks (one per CPU), whose model calls can end before the driver commits its
+first shard, so no actor would be left to kill mid-job. While the job runs, the driver thread waits in its progress callback after the first committed shard until the
 actor has been killed, so the kill always lands mid-job, with shards left to compute. A local Ray cluster of
 2 CPUs with its dashboard on 127.0.0.1 (it serves the state API); fixed ports, one Ray test module at a time;
 skipped without the optional extra ``ray``.

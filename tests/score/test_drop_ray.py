@@ -103,14 +103,19 @@ def test_ray_scores_equal_the_local_path(ray_cluster, home, siglip):
         _assert_same(local_t, _tables(drop, home))
 
 
+def _scored_locally(home) -> tuple[str, dict[str, pa.Table]]:
+    """A CLIP-like world scored by the local path: its drop and the committed tables the kill tests compare to."""
+    drop = _world(home, siglip=False)
+    score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
+    return drop, _tables(drop, home)
+
+
 def test_killed_score_workers_are_retried_and_the_result_equals_the_local_path(ray_cluster, home, tmp_path,
                                                                                monkeypatch):
     import clip_assets.score.drop_ray as drop_ray
     from clip_assets.score.drop_ray import score_drop_ray
 
-    drop = _world(home, siglip=False)
-    score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
-    local_t = _tables(drop, home)
+    drop, local_t = _scored_locally(home)
     kill_blocks(monkeypatch, drop_ray, tmp_path, times=2)  # two block tasks lose their worker mid-task
     assert len(plan_embeddings(drop, home, 30).blocks) == 8
     sd = score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=30)  # 8 tasks
@@ -126,9 +131,7 @@ def test_score_workers_killed_past_the_retry_bound_fail_cleanly_and_a_rerun_comp
     from clip_assets.models.executors import TASK_MAX_RETRIES
     from clip_assets.score.drop_ray import score_drop_ray
 
-    drop = _world(home, siglip=False)
-    score_drop(drop, home, budget_elems=2**10, siglip_tau=None)
-    local_t = _tables(drop, home)
+    drop, local_t = _scored_locally(home)
     with monkeypatch.context() as m:
         kill_blocks(m, drop_ray, tmp_path, times=None)  # every attempt of every block dies
         with pytest.raises(ray.exceptions.WorkerCrashedError):
