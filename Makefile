@@ -26,7 +26,7 @@ test: $(STAMP)
 ## the Ray executor's tests, with the optional extra [ray] installed into the venv: one module per pytest process
 ## (each starts its own cluster on fixed ports); CI runs this after `make test`
 RAY_STAMP := $(VENV)/.installed-ray
-RAY_TESTS := $(sort $(shell grep -rlE --include='test_*.py' 'own_cluster|importorskip."ray"' tests))
+RAY_TESTS := $(sort $(shell grep -rlE --include='test_*.py' 'own_cluster|import_or_skip."ray"' tests))
 
 $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
@@ -34,7 +34,10 @@ $(RAY_STAMP): $(STAMP)
 
 test-ray: $(RAY_STAMP)
 	@test -n "$(RAY_TESTS)" || { echo "no Ray test modules found under tests/"; exit 1; }
-	@set -e; for m in $(RAY_TESTS); do echo "== $$m"; $(PY) -m pytest -q --timeout=900 -p no:cacheprovider $$m; done
+	$(PY) -c 'import ray, ray.data; print("ray", ray.__version__)'
+	@failed=""; for m in $(RAY_TESTS); do echo "== $$m"; \
+	  CLIP_ASSETS_REQUIRE_RAY=1 $(PY) -m pytest -q -rs --timeout=900 -p no:cacheprovider $$m || failed="$$failed $$m"; \
+	done; test -z "$$failed" || { echo "Ray test modules failed:$$failed"; exit 1; }
 
 ## the Dagster UI on http://127.0.0.1:3000
 dev: $(STAMP)

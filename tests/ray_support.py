@@ -1,6 +1,8 @@
 """The local Ray cluster a Ray test module starts for itself (one module at a time: Ray's ports are fixed).
 
-:func:`own_cluster` skips the module, with the reason, when the optional extra ``ray`` is not installed; sets
+:func:`own_cluster` skips the module, with the reason, when the optional extra ``ray`` is not installed (fails it
+instead under ``CLIP_ASSETS_REQUIRE_RAY=1``, which ``make test-ray`` sets: a broken install must not pass as all
+skipped, see :func:`import_or_skip`); sets
 ``RAY_ADDRESS`` aside so that the cluster is a local one; starts it (``executors.init_ray`` with 2 CPUs, or the
 module's own ``start``); turns Ray Data's progress bars off; and shuts the cluster down and restores the variable
 afterwards. :func:`killing` makes a task body kill its own worker, for the fault tests, and :func:`kill_blocks`
@@ -19,12 +21,27 @@ from typing import Any, Callable, Iterator
 import pytest
 
 NO_RAY = "the optional extra 'ray' (pip install clip-assets[ray]) is not installed"
+REQUIRE_ENV = "CLIP_ASSETS_REQUIRE_RAY"
+
+
+def import_or_skip(name: str, reason: str = NO_RAY) -> Any:
+    """``pytest.importorskip(name)``, except under ``CLIP_ASSETS_REQUIRE_RAY=1`` (``make test-ray``), where a module
+    that cannot be imported fails the test with the import's own error instead of skipping it."""
+    if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+        import importlib
+
+        try:
+            return importlib.import_module(name)
+        except ImportError as e:
+            pytest.fail(f"{REQUIRE_ENV} is set but {name!r} cannot be imported ({reason}): {e!r}", pytrace=False)
+    return pytest.importorskip(name, reason=reason)
 
 
 @contextlib.contextmanager
 def own_cluster(start: Callable[[], Any] | None = None) -> Iterator[Any]:
     """Yield what ``start()`` returned (default: ``init_ray(num_cpus=2)``'s description)."""
-    ray = pytest.importorskip("ray", reason=NO_RAY)
+    ray = import_or_skip("ray")
+    import_or_skip("ray.data")
     from clip_assets.models.executors import RAY_ADDRESS_ENV, init_ray
 
     address = os.environ.pop(RAY_ADDRESS_ENV, None)

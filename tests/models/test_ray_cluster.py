@@ -36,6 +36,7 @@ from clip_assets.models.card import write_card
 from clip_assets.models.embed import embed_drop
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.world import write_drops
+from ray_support import import_or_skip
 
 GCS_PORT, DASHBOARD_PORT = 6390, 8290
 ADDRESS = f"127.0.0.1:{GCS_PORT}"
@@ -54,8 +55,8 @@ def _ray_cli(*args: str, env: dict[str, str], timeout: float = 120) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray = pytest.importorskip("ray", reason="the optional extra 'ray' (pip install clip-assets[ray]) is not installed")
-    pytest.importorskip("aiohttp", reason="Ray's state API needs its dashboard (ray[default])")
+    ray = import_or_skip("ray")
+    import_or_skip("aiohttp", reason="Ray's state API needs its dashboard (ray[default])")
     from clip_assets.models.executors import init_ray
 
     auth = {"RAY_AUTH_MODE": "disabled"}  # see the module doc

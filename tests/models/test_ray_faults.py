@@ -30,7 +30,7 @@ from clip_assets.io.drops import index_drop
 from clip_assets.models.embed import embed_drop
 from clip_assets.models.loading import ModelSpec, load_model
 from clip_assets.world import write_drops
-from ray_support import own_cluster
+from ray_support import import_or_skip, own_cluster
 
 DASHBOARD_PORT = 8291
 STATE_API = f"http://127.0.0.1:{DASHBOARD_PORT}"
@@ -40,7 +40,7 @@ SHARDS = 6
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    pytest.importorskip("aiohttp", reason="Ray's state API needs its dashboard (ray[default])")
+    import_or_skip("aiohttp", reason="Ray's state API needs its dashboard (ray[default])")
 
     def start() -> None:
         import ray

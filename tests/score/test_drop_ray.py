@@ -18,7 +18,7 @@ import pytest
 
 from clip_assets.defs.resources import HomeResource
 from clip_assets.defs.score.assets import scores
-from clip_assets.io.commit import write_table
+from clip_assets.io.commit import resolve, write_table
 from clip_assets.io.ingest import ingest_drop
 from clip_assets.io.reference import sample_reference, write_reference
 from clip_assets.io.tables import plan_embeddings, read_partition
@@ -66,6 +66,13 @@ def _world(home, siglip: bool) -> str:
 
 def _tables(drop, home):
     return {a: pq.read_table(partition_dir(a, drop, home)) for a in ("pair_scores", "kl_stats")}
+
+
+def _versions(drop, home) -> dict[str, str]:
+    """The version folder each of the drop's pair_scores / kl_stats pointers names (a commit moves both)."""
+    out = {a: str(resolve(partition_dir(a, drop, home))) for a in ("pair_scores", "kl_stats")}
+    assert all(".v-" in v for v in out.values()), out  # versioned commits (clip_assets.io.commit)
+    return out
 
 
 def _assert_same(local: dict[str, pa.Table], other: dict[str, pa.Table]) -> None:
@@ -132,12 +139,16 @@ def test_score_workers_killed_past_the_retry_bound_fail_cleanly_and_a_rerun_comp
     from clip_assets.score.drop_ray import score_drop_ray
 
     drop, local_t = _scored_locally(home)
+    versions = _versions(drop, home)
     with monkeypatch.context() as m:
         kill_blocks(m, drop_ray, tmp_path, times=None)  # every attempt of every block dies
         with pytest.raises(ray.exceptions.WorkerCrashedError):
             score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=0)  # 3 tasks
     assert 1 + TASK_MAX_RETRIES <= attempts(tmp_path) <= 3 * (1 + TASK_MAX_RETRIES)  # bounded
-    after = _tables(drop, home)  # nothing partial is visible: the committed partitions are the earlier ones
+    # nothing partial is visible: no commit happened (the pointers name the versions the local run committed; a
+    # commit of equal values would move them) and the committed partitions are the earlier ones
+    assert _versions(drop, home) == versions
+    after = _tables(drop, home)
     assert all(after[a].equals(local_t[a], check_metadata=True) for a in local_t)
     score_drop_ray(drop, home, budget_elems=2**10, siglip_tau=None, block_rows=0)  # the re-run, no kills
     _assert_same(local_t, _tables(drop, home))
