@@ -303,6 +303,76 @@ def preprocess_pil(datas: Sequence[bytes], preprocess: Callable, shard: str, uid
     ])
 
 
+@dataclass(frozen=True)
+class PixelSplit:
+    """A model's eval transform cut where its Pillow part ends (see :func:`split_preprocess`).
+
+    ``pil`` (resize, crop, mode) runs where the images are decoded and yields 8-bit (S, S, 3) pixels, a quarter of
+    the float32 bytes to carry between processes and to the device; :func:`finish_pixels` (ToTensor's scaling and
+    Normalize) runs where the model is, on its device::
+
+        x = (u8 / 255 - mean_c) / std_c        (per channel c; float32, the very operations ToTensor + Normalize do)
+    """
+
+    pil: Callable[[Any], Any] | None  # None where only finish_pixels runs (the Ray model actors)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int
+
+
+def split_preprocess(preprocess: Callable, image_size: int) -> PixelSplit | None:
+    """``preprocess`` as :class:`PixelSplit` when it is ``Compose([*pil_ops, ToTensor, Normalize])`` (open_clip's
+    eval transforms are) and the split gives exactly its pixels on a probe image, else None (the caller then
+    carries float32 pixels)."""
+    from torchvision import transforms as T
+
+    ts = getattr(preprocess, "transforms", None)
+    if not isinstance(preprocess, T.Compose) or not isinstance(ts, list) or len(ts) < 2:
+        return None
+    *head, to_tensor, norm = ts
+    if (not isinstance(to_tensor, T.ToTensor) or not isinstance(norm, T.Normalize)
+            or any(isinstance(t, (T.ToTensor, T.Normalize)) for t in head)):
+        return None
+    split = PixelSplit(T.Compose(head), tuple(float(m) for m in norm.mean), tuple(float(v) for v in norm.std),
+                       int(image_size))
+    from PIL import Image
+
+    probe = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8), "RGB")
+    try:
+        whole = preprocess(probe)
+        parts = finish_pixels(torch.from_numpy(split_pixels(split, probe)[None].copy()), split)[0]
+    except Exception:
+        return None
+    return split if whole.shape == parts.shape and torch.equal(whole, parts) else None
+
+
+def split_pixels(split: PixelSplit, image: Any) -> np.ndarray:
+    """One decoded image through ``split.pil``: (S, S, 3) uint8; anything else raises a ValueError naming it."""
+    out = np.asarray(split.pil(image))
+    if out.dtype != np.uint8 or out.shape != (split.size, split.size, 3):
+        raise ValueError(f"the eval transform's Pillow part gave {out.dtype} {out.shape}, expected uint8 "
+                         f"({split.size}, {split.size}, 3)")
+    return out
+
+
+def finish_pixels(u8: torch.Tensor, split: PixelSplit) -> torch.Tensor:
+    """(B, S, S, 3) uint8 (on any device) -> (B, 3, S, S) float32 model input, as ToTensor + Normalize give it."""
+    from torchvision.transforms import functional as TF
+
+    x = u8.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+    return TF.normalize(x, list(split.mean), list(split.std))
+
+
+def pixels_pil(datas: Sequence[bytes], split: PixelSplit, shard: str, uids: Sequence[str],
+               where: Sequence[str]) -> np.ndarray:
+    """(B, S, S, 3) uint8: :func:`preprocess_pil`'s images before ToTensor + Normalize (same decode, same
+    errors); ``finish_pixels`` of it equals ``preprocess_pil`` exactly."""
+    return np.stack([
+        _decode_or_explain(lambda d=d: split_pixels(split, decode_rgb(d)), shard, uid, w)
+        for d, uid, w in zip(datas, uids, where)
+    ])
+
+
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """Row ranges [lo, hi) of a shard's batches: formed from its first row, so they never depend on other shards."""
     return [(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]

@@ -6,8 +6,12 @@ Pipeline (Ray Data, one job over the shards that lack a valid output)::
     one item per model batch (shard, batch index, its rows' uid/caption/pointers; batches formed per shard from
     its first row, exactly as the local path forms them)
       -> map_batches(_prepare): CPU tasks (several small model batches each, see DECODE_TASK_SAMPLES) read the
-         image bytes through the pointers, decode + preprocess them with the model's eval transform and tokenize
-         the captions (the local path's own functions, so the pixels and tokens are identical)
+         image bytes through the pointers, decode them, run the eval transform's Pillow part (resize, crop) and
+         tokenize the captions (the local path's own functions). They pass on uint8 pixels, a quarter of
+         float32's bytes through the object store and to the device; the actor finishes them on its device
+         (ToTensor's scaling and Normalize: ``embed.split_preprocess``, which checks on a probe image that the
+         two halves give the whole transform's pixels exactly). A transform that does not split that way
+         travels as float32 pixels, fully preprocessed in the task.
       -> map_batches(_EmbedActor): a fixed-size actor pool (``concurrency``), one model load per actor, one model
          batch per call (``batch_size`` samples), ``num_gpus=1`` per actor when the cluster has GPUs (bf16/fp16
          autocast there as the spec says), fp32 on CPU
@@ -46,14 +50,13 @@ import torch
 from clip_assets.io import fs
 from clip_assets.io.drops import MODEL_INPUT_COLUMNS, close_handles, read_pointers
 from clip_assets.models.embed import (
-    EmbedResult, ProgressFn, _Computed, _Shard, _collect_shards, _forward, _plan, _remove_stale, _result,
-    batch_bounds, cut_captions, pointer_where, preprocess_pil,
+    EmbedResult, PixelSplit, ProgressFn, _Computed, _Shard, _collect_shards, _forward, _plan, _remove_stale,
+    _result, batch_bounds, cut_captions, finish_pixels, pixels_pil, pointer_where, preprocess_pil, split_preprocess,
 )
 from clip_assets.models.executors import TASK_MAX_RETRIES, cluster_gpus, init_ray
 from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
 
 DECODE_ERROR = "cannot decode image of uid"
-MAX_BLOCKS = 256  # input blocks at most (one decode task each)
 ACTOR_MAX_RESTARTS = 3  # a model actor whose process dies is restarted (one model load each) at most this often
 ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at most this often
 
@@ -63,55 +66,62 @@ ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at
 #: of a 20k-pair job between tasks (the job timed alone: 21.2-21.5 s with 80 one-batch tasks, 14.6-14.8 s with 10
 #: eight-batch ones). At most this many samples per task ...
 DECODE_TASK_SAMPLES = 2048
-#: ... and at most this many bytes of float32 pixels (a 256-sample batch at 224 px is 154 MB: one batch per task)
+#: ... and at most this many bytes of pixels (a 256-sample batch at 224 px: 38.5 MB as uint8, 154 MB as float32;
+#: one batch per task either way)
 DECODE_TASK_BYTES = 64 * 2**20
 #: Memory of a decode worker besides its batches (torch, torchvision and open_clip imported: Ray Data measured
 #: up to 591 MiB per decode worker on a 2-CPU cluster and asks for 1.25x its peak)
 DECODE_WORKER_MEMORY = 768 * 2**20
 
 
-def _batch_bytes(bs: int, image_size: int) -> int:
-    """Bytes of one model batch of float32 pixels."""
-    return int(bs * 3 * image_size * image_size * 4)
+def _batch_bytes(bs: int, image_size: int, itemsize: int = 4) -> int:
+    """Bytes of one model batch of pixels (``itemsize`` 4: float32; 1: the uint8 pixels of a split transform)."""
+    return int(bs * 3 * image_size * image_size * itemsize)
 
 
-def _batches_per_task(bs: int, image_size: int) -> int:
+def _batches_per_task(bs: int, image_size: int, itemsize: int = 4) -> int:
     """Model batches one decode task prepares: as many as fit both task limits, at least one."""
-    return max(1, min(DECODE_TASK_SAMPLES // bs, DECODE_TASK_BYTES // _batch_bytes(bs, image_size)))
+    return max(1, min(DECODE_TASK_SAMPLES // bs, DECODE_TASK_BYTES // _batch_bytes(bs, image_size, itemsize)))
 
 
-def _decode_blocks(n_items: int, bs: int, image_size: int, cpus: float = 1) -> int:
+def _decode_blocks(n_items: int, bs: int, image_size: int, cpus: float = 1, itemsize: int = 4) -> int:
     """Input blocks (= decode tasks) for ``n_items`` model batches: :func:`_batches_per_task` per block, but at
-    least one per CPU of the cluster while there are batches for it (a small drop still keeps every CPU busy), at
-    most ``MAX_BLOCKS``."""
-    per = _batches_per_task(bs, image_size)
-    return max(1, min(MAX_BLOCKS, max(-(-n_items // per), min(n_items, int(cpus)))))
+    least one per CPU of the cluster while there are batches for it (a small drop still keeps every CPU busy).
+
+    No cap on the count: a cap would put more batches in a task than the per-task limits allow on a large drop
+    (at 224 px, 100k batches under a cap of 256 blocks: 390 batches, 60 GB, per task), and the memory each task
+    reserves (:func:`_decode_task_memory`) would no longer be what it holds. A block costs the driver one small
+    object of pointers (its samples' uids, captions and pointers)."""
+    per = _batches_per_task(bs, image_size, itemsize)
+    return max(1, max(-(-n_items // per), min(n_items, int(cpus))))
 
 
-def _decode_task_memory(bs: int, image_size: int) -> int:
-    """Memory a decode task reserves: the worker itself plus its batches' float32 pixels twice over (decoded and
+def _decode_task_memory(bs: int, image_size: int, itemsize: int = 4) -> int:
+    """Memory a decode task reserves: the worker itself plus its batches' pixels twice over (decoded and
     packed; Ray Data holds a task's outputs until the block is complete). Besides scheduling, this keeps the
     decode tasks' remote arguments different from the actors', so Ray Data does not fuse the decode stage into the
     model actors (it fuses map stages with equal ones)."""
-    return int(DECODE_WORKER_MEMORY + 2 * _batches_per_task(bs, image_size) * _batch_bytes(bs, image_size))
+    per = _batches_per_task(bs, image_size, itemsize)
+    return int(DECODE_WORKER_MEMORY + 2 * per * _batch_bytes(bs, image_size, itemsize))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the decode stage's transforms, unpickled once per worker process
 
-_TRANSFORMS: dict[str, tuple[Callable, Callable]] = {}
+_TRANSFORMS: dict[str, tuple[Callable, Callable, PixelSplit | None]] = {}
 
 
-def _pickled_transforms(loaded: LoadedModel) -> tuple[str, bytes]:
-    """(content key, pickle) of the model's eval transform and tokenizer, as the decode tasks receive them."""
+def _pickled_transforms(loaded: LoadedModel, split: PixelSplit | None) -> tuple[str, bytes]:
+    """(content key, pickle) of the model's eval transform, tokenizer and pixel split (None: float32 pixels), as
+    the decode tasks receive them."""
     import ray.cloudpickle
 
-    blob = ray.cloudpickle.dumps((loaded.preprocess, loaded.tokenizer))
+    blob = ray.cloudpickle.dumps((loaded.preprocess, loaded.tokenizer, split))
     return hashlib.sha256(blob).hexdigest(), blob
 
 
-def _transforms(key: str, blob: bytes) -> tuple[Callable, Callable]:
-    """(preprocess, tokenizer) from :func:`_pickled_transforms`, unpickled on a worker's first task only.
+def _transforms(key: str, blob: bytes) -> tuple[Callable, Callable, PixelSplit | None]:
+    """(preprocess, tokenizer, split) from :func:`_pickled_transforms`, unpickled on a worker's first task only.
 
     Ray Data hands every task its arguments afresh; unpickling open_clip's tokenizer (its 2 MB of BPE tables)
     costs about 40 ms, paid once per task otherwise. A worker keeps up to four models' transforms (a fifth clears
@@ -144,16 +154,19 @@ def _unpack(data: bytes, shape: Sequence[int], dtype: Any) -> np.ndarray:
 
 
 def _prepare(batch: pa.Table, transforms: tuple[str, bytes], context_length: int) -> pa.Table:
-    preprocess, tokenizer = _transforms(*transforms)
+    preprocess, tokenizer, split = _transforms(*transforms)
     rows = []
     fh: dict[str, Any] = {}
     try:
         for r in batch.to_pylist():
             datas = read_pointers(r["tar_paths"], r["offsets"], r["sizes"], fh)
             where = [pointer_where(p, o, s) for p, o, s in zip(r["tar_paths"], r["offsets"], r["sizes"])]
-            images = preprocess_pil(datas, preprocess, r["shard"], r["uids"], where).numpy()
+            if split is not None:  # uint8 (B, S, S, 3): the actor finishes them (finish_pixels)
+                images = pixels_pil(datas, split, r["shard"], r["uids"], where)
+            else:
+                images = preprocess_pil(datas, preprocess, r["shard"], r["uids"], where).numpy().astype(np.float32)
             tokens = tokenizer(cut_captions(r["captions"], context_length)).numpy()
-            img_b, img_s = _pack(images.astype(np.float32, copy=False))
+            img_b, img_s = _pack(images)
             tok_b, tok_s = _pack(tokens.astype(np.int64, copy=False))
             rows.append({"shard": r["shard"], "batch": r["batch"], "n_batches": r["n_batches"], "uids": r["uids"],
                          "images": img_b, "images_shape": img_s, "tokens": tok_b, "tokens_shape": tok_s})
@@ -167,17 +180,25 @@ def _prepare(batch: pa.Table, transforms: tuple[str, bytes], context_length: int
 
 
 class _EmbedActor:
-    def __init__(self, spec: ModelSpec, threads: int):
+    def __init__(self, spec: ModelSpec, threads: int, split: PixelSplit | None = None):
         torch.set_num_threads(max(1, int(threads)))
         self.loaded = load_model(spec)
         self.loaded.model.eval()
+        self.split = split
+
+    def _images(self, r: dict[str, Any]) -> torch.Tensor:
+        """The batch's model input: uint8 pixels copied to the model's device and finished there, or float32."""
+        if self.split is None:
+            return torch.from_numpy(_unpack(r["images"], r["images_shape"], np.float32).copy())
+        u8 = torch.from_numpy(_unpack(r["images"], r["images_shape"], np.uint8).copy())
+        return finish_pixels(u8.to(self.loaded.device), self.split)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
         with torch.inference_mode():
             for r in batch.to_pylist():
                 b = {"shard": r["shard"], "batch": r["batch"], "n_batches": r["n_batches"], "uids": r["uids"],
-                     "images": torch.from_numpy(_unpack(r["images"], r["images_shape"], np.float32).copy()),
+                     "images": self._images(r),
                      "tokens": torch.from_numpy(_unpack(r["tokens"], r["tokens_shape"], np.int64).copy())}
                 item = _forward(b, self.loaded, None)
                 if item.event is not None:
@@ -307,12 +328,15 @@ def embed_drop_ray(
         init_ray(num_cpus=num_cpus, log_fn=log)
         gpus = cluster_gpus() >= 1
         items = _batch_items(todo, bs)
-        blocks = _decode_blocks(len(items), bs, loaded.image_size, ray.cluster_resources().get("CPU", 1))
+        # the decode tasks carry uint8 pixels (a quarter of float32's bytes) when the transform splits
+        split = split_preprocess(loaded.preprocess, loaded.image_size)
+        itemsize = 1 if split is not None else 4
+        blocks = _decode_blocks(len(items), bs, loaded.image_size, ray.cluster_resources().get("CPU", 1), itemsize)
         ds = ray.data.from_items(items, override_num_blocks=blocks)
         ds = ds.map_batches(
             _prepare, batch_size=1, batch_format="pyarrow", num_cpus=1, max_retries=TASK_MAX_RETRIES,
-            memory=_decode_task_memory(bs, loaded.image_size),
-            fn_kwargs={"transforms": _pickled_transforms(loaded), "context_length": loaded.context_length},
+            memory=_decode_task_memory(bs, loaded.image_size, itemsize),
+            fn_kwargs={"transforms": _pickled_transforms(loaded, split), "context_length": loaded.context_length},
         )
         ds = ds.map_batches(
             _EmbedActor, batch_size=1, batch_format="pyarrow",
@@ -320,7 +344,8 @@ def embed_drop_ray(
             num_cpus=float(cpus_per_actor), num_gpus=1 if gpus else 0,
             max_restarts=ACTOR_MAX_RESTARTS, max_task_retries=ACTOR_MAX_TASK_RETRIES,
             fn_constructor_kwargs={"spec": _actor_spec(loaded.spec, gpus),
-                                   "threads": loaded.spec.threads or max(1, int(cpus_per_actor))},
+                                   "threads": loaded.spec.threads or max(1, int(cpus_per_actor)),
+                                   "split": None if split is None else dataclasses.replace(split, pil=None)},
         )
         rows = iter(ds.iter_rows())
         try:

@@ -7,6 +7,7 @@ Data can hang when actors take every CPU). They are skipped when the optional ex
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import time
@@ -15,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from clip_assets.io.drops import index_drop
 from clip_assets.io.tables import fixed_list_to_numpy
@@ -103,7 +105,8 @@ def test_decode_tasks_take_several_small_batches_and_keep_every_cpu_busy():
     assert er._decode_blocks(80, 256, 32, cpus=2) == 10  # a 20k-pair drop on 2 CPUs: 10 tasks of 8 batches
     assert er._decode_blocks(80, 256, 32, cpus=16) == 16  # ... on 16 CPUs: one task per CPU at least
     assert er._decode_blocks(3, 256, 32, cpus=16) == 3  # never more blocks than batches
-    assert er._decode_blocks(100_000, 256, 224, cpus=64) == er.MAX_BLOCKS
+    assert er._decode_blocks(100_000, 256, 224, cpus=64) == 100_000  # 154 MB batches: one per task, no cap
+    assert er._decode_blocks(100_000, 256, 32, cpus=64) == 12_500  # 8 per task, however large the drop
     assert er._decode_task_memory(256, 32) == er.DECODE_WORKER_MEMORY + 2 * 8 * 256 * 3 * 32 * 32 * 4
 
 
@@ -113,6 +116,36 @@ def test_local_cluster_is_on_loopback_only(ray_cluster):
     assert "local cluster on 127.0.0.1 (2 CPUs, 256 MB object store, no dashboard)" in ray_cluster
     assert [n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]] == ["127.0.0.1"]
     assert ray.cluster_resources()["CPU"] == 2
+
+
+def test_decode_tasks_carry_uint8_pixels_that_the_actor_finishes_exactly(ray_cluster, tables, loaded, tmp_path):
+    from clip_assets.models import embed_ray as er
+    from clip_assets.models.embed import split_preprocess
+
+    split = split_preprocess(loaded.preprocess, loaded.image_size)
+    assert split is not None  # open_clip's eval transform splits
+    shard = er._Shard("00002", tables[2], tmp_path / "part-00002.parquet", tables[2].num_rows)
+    (item,) = er._batch_items([shard], 40)  # the 40-row shard as one model batch
+    batch = pa.Table.from_pylist([item])
+    u8 = er._prepare(batch, er._pickled_transforms(loaded, split), loaded.context_length).to_pylist()[0]
+    f32 = er._prepare(batch, er._pickled_transforms(loaded, None), loaded.context_length).to_pylist()[0]
+    assert u8["images_shape"] == [40, 32, 32, 3] and len(u8["images"]) == 40 * 32 * 32 * 3
+    assert f32["images_shape"] == [40, 3, 32, 32] and len(f32["images"]) == 4 * len(u8["images"])
+    actor_u8 = er._EmbedActor(SPEC, 1, dataclasses.replace(split, pil=None))
+    actor_f32 = er._EmbedActor(SPEC, 1, None)
+    assert torch.equal(actor_u8._images(u8), actor_f32._images(f32))  # the model sees the same pixels
+    a, b = actor_u8(pa.Table.from_pylist([u8])).to_pylist()[0], actor_f32(pa.Table.from_pylist([f32])).to_pylist()[0]
+    assert a["img"] == b["img"] and a["txt"] == b["txt"]
+
+
+def test_a_transform_that_does_not_split_travels_as_float32_to_the_same_rows(ray_cluster, tables, loaded, local,
+                                                                            tmp_path, monkeypatch):
+    from clip_assets.models import embed_ray as er
+
+    monkeypatch.setattr(er, "split_preprocess", lambda *a: None)  # the driver decides what the tasks carry
+    res = er.embed_drop_ray(tables, loaded, tmp_path / "ray", concurrency=1, cpus_per_actor=1)
+    assert res.written == ["00000", "00001", "00002"]
+    assert all(_same_rows(a, b) for a, b in zip(local.files, res.files))  # bit for bit, as with uint8
 
 
 @pytest.mark.slow
