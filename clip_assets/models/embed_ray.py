@@ -62,13 +62,14 @@ ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at
 
 
 #: A decode task prepares whole model batches, several when they are small: on a 2-CPU local cluster a decode
-#: worker sat 0.2-0.3 s idle between two tasks, so one task per 256-sample batch of 32 px images spent about a third
+#: worker sits 0.2-0.3 s idle between two tasks. One task per 256-sample batch of 32 px images spent about a third
 #: of a 20k-pair job between tasks (the job timed alone: 21.2-21.5 s with 80 one-batch tasks, 14.6-14.8 s with 10
-#: eight-batch ones). At most this many samples per task ...
-DECODE_TASK_SAMPLES = 2048
-#: ... and at most this many bytes of pixels (a 256-sample batch at 224 px: 38.5 MB as uint8, 154 MB as float32;
-#: one batch per task either way)
-DECODE_TASK_BYTES = 64 * 2**20
+#: eight-batch ones); with uint8 pixels an 80k-pair job still spent 5.8 s of its 20.5 s between 2048-sample
+#: tasks, 3 s with 8192-sample ones (18.4-18.9 s). At most this many samples per task ...
+DECODE_TASK_SAMPLES = 8192
+#: ... and at most this many bytes of pixels (a 256-sample batch at 224 px: 38.5 MB as uint8, six per task; 154 MB
+#: as float32, one per task)
+DECODE_TASK_BYTES = 256 * 2**20
 #: Memory of a decode worker besides its batches (torch, torchvision and open_clip imported: Ray Data measured
 #: up to 591 MiB per decode worker on a 2-CPU cluster and asks for 1.25x its peak)
 DECODE_WORKER_MEMORY = 768 * 2**20

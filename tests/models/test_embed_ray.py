@@ -98,16 +98,18 @@ def test_executor_from_env_and_config(monkeypatch):
 def test_decode_tasks_take_several_small_batches_and_keep_every_cpu_busy():
     from clip_assets.models import embed_ray as er
 
-    assert er._batches_per_task(256, 32) == 8  # 2048 samples of 12 KiB each
-    assert er._batches_per_task(32, 32) == 64
-    assert er._batches_per_task(64, 224) == 1  # 38.5 MB of pixels: one batch (two would pass 64 MiB)
-    assert er._batches_per_task(256, 224) == 1 and er._batches_per_task(4096, 32) == 1  # never none
-    assert er._decode_blocks(80, 256, 32, cpus=2) == 10  # a 20k-pair drop on 2 CPUs: 10 tasks of 8 batches
+    assert er._batches_per_task(256, 32) == 8 * 4  # 8192 samples of 12 KiB (float32) each
+    assert er._batches_per_task(32, 32) == 256
+    assert er._batches_per_task(256, 224) == 1  # 154 MB of float32 pixels: one batch (two would pass 256 MiB) ...
+    assert er._batches_per_task(256, 224, itemsize=1) == 6  # ... six as uint8 (38.5 MB each)
+    assert er._batches_per_task(64, 224) == 6 and er._batches_per_task(16384, 32) == 1  # never none
+    assert er._decode_blocks(80, 256, 32, cpus=2) == 3  # a 20k-pair drop on 2 CPUs: 3 tasks of at most 32 batches
     assert er._decode_blocks(80, 256, 32, cpus=16) == 16  # ... on 16 CPUs: one task per CPU at least
     assert er._decode_blocks(3, 256, 32, cpus=16) == 3  # never more blocks than batches
-    assert er._decode_blocks(100_000, 256, 224, cpus=64) == 100_000  # 154 MB batches: one per task, no cap
-    assert er._decode_blocks(100_000, 256, 32, cpus=64) == 12_500  # 8 per task, however large the drop
-    assert er._decode_task_memory(256, 32) == er.DECODE_WORKER_MEMORY + 2 * 8 * 256 * 3 * 32 * 32 * 4
+    assert er._decode_blocks(100_000, 256, 224, cpus=64) == 100_000  # 154 MB float32 batches: one per task, no cap
+    assert er._decode_blocks(100_000, 256, 224, cpus=64, itemsize=1) == 16_667  # 6 uint8 batches per task
+    assert er._decode_task_memory(256, 32) == er.DECODE_WORKER_MEMORY + 2 * 32 * 256 * 3 * 32 * 32 * 4
+    assert er._decode_task_memory(256, 224, 1) == er.DECODE_WORKER_MEMORY + 2 * 6 * 256 * 3 * 224 * 224
 
 
 def test_local_cluster_is_on_loopback_only(ray_cluster):
