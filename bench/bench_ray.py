@@ -2,10 +2,13 @@
 
     python bench/bench_ray.py                        # 20k- and 80k-pair synthetic drops, clip-assets-tiny, 2-CPU cluster
     python bench/bench_ray.py --pairs 4000 --runs 3  # quicker, one size
+    python bench/bench_ray.py --model ViT-B-32 --device auto --precision bf16 --image-size 224 --pairs 50000 \
+        --batch-size 1024 --cpus 16 --actors 1 --workers 14   # one GPU (the actor's), 15 CPUs decoding
     (needs the optional extra: pip install clip-assets[ray])
 
-Both paths embed the same synthetic drop (clip_assets.world.write_drops, 64 px JPEGs) with the same model,
-batch size and ``force=True`` (every shard recomputed and committed) into separate folders:
+Both paths embed the same synthetic drop (clip_assets.world.write_drops, 64 px JPEGs; with ``--image-size`` the
+rendered shapes of bench_embed.py at that side instead) with the same model, device, batch size and
+``force=True`` (every shard recomputed and committed) into separate folders:
 
 * local: :func:`clip_assets.models.embed.embed_drop` in this process (``--workers`` DataLoader processes decode);
   each timed run of either path includes the driver's model load, as an asset run does;
@@ -49,10 +52,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--pairs", default="20000,80000", help="drop sizes, comma-separated")
     ap.add_argument("--shard-size", type=int, default=2000)
     ap.add_argument("--model", default="clip-assets-tiny")
+    ap.add_argument("--device", default="cpu", help="cpu, or auto/cuda: the local path's device and the actors' "
+                                                    "(one GPU each where the cluster has GPUs)")
+    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA only")
+    ap.add_argument("--image-size", type=int, default=0,
+                    help="side of the synthetic JPEGs (0: the synthetic world's 64 px drops)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=1, help="local path: DataLoader decode processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the model (local and each actor)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
+    ap.add_argument("--cpus-per-actor", type=float, default=0,
+                    help="CPUs each actor reserves (0: (cpus - 1) / actors, so one CPU stays for decoding)")
     ap.add_argument("--actors", default="1,2", help="Ray pool sizes to time, comma-separated")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip_assets_bench_ray"))
@@ -66,8 +76,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not sizes or min(sizes) < 1 or a.runs < 1 or a.cpus < 2 or not actors or min(actors) < 1:
         ap.error(f"need --pairs >= 1, --runs >= 1, --cpus >= 2 and actors >= 1, got {a.pairs!r}, {a.runs}, "
                  f"{a.cpus}, {a.actors!r}")
+    if a.image_size < 0 or a.cpus_per_actor < 0 or a.cpus_per_actor * max(actors) > a.cpus - 1:
+        ap.error(f"need --image-size >= 0 and --cpus-per-actor x actors <= cpus - 1 (a CPU for decoding), got "
+                 f"{a.image_size}, {a.cpus_per_actor} x {max(actors)} on {a.cpus}")
     a.actor_counts, a.sizes = actors, sorted(set(sizes))
     return a
+
+
+def _tables(work: Path, pairs: int, shard_size: int, image_size: int) -> tuple[Path, list]:
+    """The drop's folder and pointer tables: the synthetic world's (``image_size`` 0) or bench_embed.py's
+    rendered shapes at ``image_size`` px, written once under ``work`` and reused while complete."""
+    if image_size:
+        from bench_embed import pointer_tables, write_shards
+
+        drop = write_shards(work, pairs, image_size, shard_size, "jpg")
+        return drop, pointer_tables(drop)
+    drop = _drop(work, pairs, shard_size)
+    return drop, index_drop(drop)
 
 
 def _drop(work: Path, pairs: int, shard_size: int) -> Path:
@@ -99,8 +124,7 @@ def _time_size(a: argparse.Namespace, work: Path, n_pairs: int, spec) -> dict:
     from clip_assets.models.embed_ray import embed_drop_ray
 
     t = time.perf_counter()
-    drop = _drop(work, n_pairs, a.shard_size)
-    tables = index_drop(drop)
+    drop, tables = _tables(work, n_pairs, a.shard_size, a.image_size)
     pairs = sum(x.num_rows for x in tables)
     print(f"# drop ready in {time.perf_counter() - t:.1f}s: {drop} ({len(tables)} shards, {pairs} pairs)", flush=True)
 
@@ -114,8 +138,9 @@ def _time_size(a: argparse.Namespace, work: Path, n_pairs: int, spec) -> dict:
 
     def ray_run(n: int) -> float:
         t0 = time.perf_counter()
-        res = embed_drop_ray(tables, load_model(spec), work / f"out-ray-{n}", force=True, concurrency=n,
-                             cpus_per_actor=(a.cpus - 1) / n)
+        # the spec itself: the driver loads it on CPU (its id, transforms, tokenizer), the actors on their device
+        res = embed_drop_ray(tables, spec, work / f"out-ray-{n}", force=True, concurrency=n,
+                             cpus_per_actor=a.cpus_per_actor or (a.cpus - 1) / n)
         assert res.rows_written == pairs, res
         return time.perf_counter() - t0
 
@@ -139,15 +164,20 @@ def main(argv=None) -> int:
 
     a = parse_args(argv)
     work = Path(a.work)
-    spec = ModelSpec(name=a.model, device="cpu", batch_size=a.batch_size, workers=a.workers, threads=a.threads)
+    spec = ModelSpec(name=a.model, device=a.device, precision=a.precision, batch_size=a.batch_size,
+                     workers=a.workers, threads=a.threads)
     os.environ.pop(RAY_ADDRESS_ENV, None)  # always the local cluster: the figure is about this machine
     t = time.perf_counter()
     print(f"# {init_ray(num_cpus=a.cpus)} in {time.perf_counter() - t:.1f}s", flush=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
     results = [_time_size(a, work, n, spec) for n in a.sizes]
 
-    print(f"\nmodel {a.model}, batch {a.batch_size}, local workers {a.workers}, Ray cluster {a.cpus} CPUs (actors "
-          f"reserve (cpus - 1) / actors each), medians of {a.runs} runs")
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if a.device != "cpu" and torch.cuda.is_available() else None
+    print(f"\nmodel {a.model}, device {a.device}{f' ({gpu}, {a.precision})' if gpu else ''}, "
+          f"{a.image_size or 64} px JPEGs, batch {a.batch_size}, local workers {a.workers}, Ray cluster {a.cpus} "
+          f"CPUs (actors reserve {a.cpus_per_actor or '(cpus - 1) / actors'} each), medians of {a.runs} runs")
     print(f"{'pairs':>8} {'config':>8} {'median_s':>9} {'images/s':>9}  all_s")
     for res in results:
         for row in res["rows"]:

@@ -231,9 +231,12 @@ def _batch_items(todo: list[_Shard], bs: int) -> list[dict[str, Any]]:
 
 
 def _actor_spec(spec: ModelSpec, gpus: bool) -> ModelSpec:
+    """The spec a model actor loads: on a cluster with GPUs, "auto" / "cuda" / "cuda:N" become the actor's own GPU
+    (Ray gives each actor one as cuda:0 through CUDA_VISIBLE_DEVICES), "cpu" stays; without GPUs, "cpu" (a CUDA
+    device asked for is an error naming it)."""
     if gpus:
-        # Ray gives each actor its own GPU as cuda:0 (CUDA_VISIBLE_DEVICES)
-        return dataclasses.replace(spec, device="cuda" if spec.device in ("auto", "cuda") or spec.device.startswith("cuda:") else spec.device)
+        cuda = spec.device in ("auto", "cuda") or spec.device.startswith("cuda:")
+        return dataclasses.replace(spec, device="cuda" if cuda else spec.device)
     if spec.device.startswith("cuda"):
         raise ValueError(f"the model spec asks for device {spec.device!r} but the Ray cluster has no GPU; "
                          f"use device 'auto' or 'cpu'")
@@ -299,8 +302,9 @@ def embed_drop_ray(
     they overlap, same files, same :class:`EmbedResult`.
 
     Args:
-        model: a :class:`ModelSpec` (the driver then loads it on CPU once, for its id, transforms and tokenizer)
-            or an already loaded model (its spec is what the actors load).
+        model: a :class:`ModelSpec` (the driver then loads it on CPU once, for its id, transforms and tokenizer;
+            the actors load the spec as given, so device "auto" means a GPU each where the cluster has GPUs) or
+            an already loaded model (its spec is what the actors load).
         concurrency: actors in the pool (each loads the model once; one GPU each when the cluster has GPUs).
         cpus_per_actor: CPUs each actor reserves (also its torch thread count unless the spec sets threads);
             leave at least one CPU of the cluster to the decode tasks.
@@ -328,6 +332,8 @@ def embed_drop_ray(
     if todo:
         init_ray(num_cpus=num_cpus, log_fn=log)
         gpus = cluster_gpus() >= 1
+        # the caller's spec, not the driver's CPU copy: device "auto" must mean the actors' GPUs
+        actor_spec = _actor_spec(model if isinstance(model, ModelSpec) else loaded.spec, gpus)
         items = _batch_items(todo, bs)
         # the decode tasks carry uint8 pixels (a quarter of float32's bytes) when the transform splits
         split = split_preprocess(loaded.preprocess, loaded.image_size)
@@ -344,7 +350,7 @@ def embed_drop_ray(
             compute=ray.data.ActorPoolStrategy(size=int(concurrency)),
             num_cpus=float(cpus_per_actor), num_gpus=1 if gpus else 0,
             max_restarts=ACTOR_MAX_RESTARTS, max_task_retries=ACTOR_MAX_TASK_RETRIES,
-            fn_constructor_kwargs={"spec": _actor_spec(loaded.spec, gpus),
+            fn_constructor_kwargs={"spec": actor_spec,
                                    "threads": loaded.spec.threads or max(1, int(cpus_per_actor)),
                                    "split": None if split is None else dataclasses.replace(split, pil=None)},
         )

@@ -112,6 +112,18 @@ def test_decode_tasks_take_several_small_batches_and_keep_every_cpu_busy():
     assert er._decode_task_memory(256, 224, 1) == er.DECODE_WORKER_MEMORY + 2 * 6 * 256 * 3 * 224 * 224
 
 
+def test_actors_load_the_callers_device_on_a_gpu_cluster():
+    from clip_assets.models import embed_ray as er
+
+    auto = ModelSpec(name="clip-assets-tiny", device="auto")
+    assert er._actor_spec(auto, gpus=True).device == "cuda"  # each actor's own GPU (cuda:0 inside it)
+    assert er._actor_spec(dataclasses.replace(auto, device="cuda:3"), gpus=True).device == "cuda"
+    assert er._actor_spec(dataclasses.replace(auto, device="cpu"), gpus=True).device == "cpu"  # asked for
+    assert er._actor_spec(auto, gpus=False).device == "cpu"
+    with pytest.raises(ValueError, match=r"asks for device 'cuda:1' but the Ray cluster has no GPU"):
+        er._actor_spec(dataclasses.replace(auto, device="cuda:1"), gpus=False)
+
+
 def test_local_cluster_is_on_loopback_only(ray_cluster):
     import ray
 
