@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import logging
 import os
 import time
 import traceback
@@ -53,9 +54,10 @@ from clip_assets.models.embed import (
     EmbedResult, PixelSplit, ProgressFn, _Computed, _Shard, _collect_shards, _forward, _plan, _remove_stale,
     _result, batch_bounds, cut_captions, finish_pixels, pixels_pil, pointer_where, preprocess_pil, split_preprocess,
 )
-from clip_assets.models.executors import TASK_MAX_RETRIES, cluster_gpus, init_ray
+from clip_assets.models.executors import RAY_ADDRESS_ENV, TASK_MAX_RETRIES, cluster_gpus, init_ray
 from clip_assets.models.loading import LoadedModel, ModelSpec, load_model
 
+_log = logging.getLogger(__name__)
 DECODE_ERROR = "cannot decode image of uid"
 ACTOR_MAX_RESTARTS = 3  # a model actor whose process dies is restarted (one model load each) at most this often
 ACTOR_MAX_TASK_RETRIES = 3  # a model call lost with its actor is resubmitted at most this often
@@ -230,6 +232,33 @@ def _batch_items(todo: list[_Shard], bs: int) -> list[dict[str, Any]]:
     return items
 
 
+def _check_pool_fits(actors: int, cpus_per_actor: float, gpus: bool, log: Callable[[str], Any] | None) -> None:
+    """Refuse, before any work, an actor pool that cannot run beside the decode tasks on this cluster.
+
+    Actors that hold every CPU leave none for the decode tasks that feed them, and Ray Data then waits for ever;
+    actors asking for more GPUs than there are never start. On the local cluster started here (no RAY_ADDRESS)
+    nothing can grow, so that is a ValueError naming the figures; on a cluster at RAY_ADDRESS an autoscaler may
+    still add nodes, so it is a warning in the run's log."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, n_gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    problems = []
+    if actors * cpus_per_actor > cpus - 1:
+        problems.append(f"{actors} actor(s) x {cpus_per_actor:g} CPU = {actors * cpus_per_actor:g} of the cluster's "
+                        f"{cpus:g} CPUs, leaving less than one for the decode tasks")
+    if gpus and actors > n_gpus:
+        problems.append(f"{actors} actor(s) need one GPU each and the cluster has {n_gpus:g}")
+    if not problems:
+        return
+    msg = ("the Ray actor pool does not fit the cluster: " + "; ".join(problems) + ". Lower ray_actors (or "
+           "cpus_per_actor), or give the cluster more (CLIP_ASSETS_RAY_NUM_CPUS for the local one)")
+    if os.environ.get(RAY_ADDRESS_ENV, "").strip():
+        (log or _log.warning)(msg + " -- waiting for the cluster to grow")
+        return
+    raise ValueError(msg)
+
+
 def _actor_spec(spec: ModelSpec, gpus: bool) -> ModelSpec:
     """The spec a model actor loads: on a cluster with GPUs, "auto" / "cuda" / "cuda:N" become the actor's own GPU
     (Ray gives each actor one as cuda:0 through CUDA_VISIBLE_DEVICES), "cpu" stays; without GPUs, "cpu" (a CUDA
@@ -332,6 +361,7 @@ def embed_drop_ray(
     if todo:
         init_ray(num_cpus=num_cpus, log_fn=log)
         gpus = cluster_gpus() >= 1
+        _check_pool_fits(int(concurrency), float(cpus_per_actor), gpus, log)
         # the caller's spec, not the driver's CPU copy: device "auto" must mean the actors' GPUs
         actor_spec = _actor_spec(model if isinstance(model, ModelSpec) else loaded.spec, gpus)
         items = _batch_items(todo, bs)

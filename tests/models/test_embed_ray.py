@@ -124,6 +124,27 @@ def test_actors_load_the_callers_device_on_a_gpu_cluster():
         er._actor_spec(dataclasses.replace(auto, device="cuda:1"), gpus=False)
 
 
+def test_an_actor_pool_that_leaves_no_cpu_for_decoding_is_refused_before_any_work(ray_cluster, tables, loaded,
+                                                                                   tmp_path, monkeypatch):
+    from clip_assets.models.embed_ray import embed_drop_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the local cluster: it cannot grow
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"does not fit the cluster: 2 actor\(s\) x 1 CPU = 2 of the cluster's 2 "
+                                         r"CPUs, leaving less than one for the decode tasks.*ray_actors"):
+        embed_drop_ray(tables, loaded, tmp_path / "out", concurrency=2, cpus_per_actor=1)  # would hang in Ray Data
+    assert time.monotonic() - t0 < 30 and not list((tmp_path / "out").glob("part-*"))
+    assert _all_cpus_free_within(10)  # nothing was started
+    seen = []
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # a cluster of its own: an autoscaler may add nodes, so a warning
+    from clip_assets.models import embed_ray as er
+
+    er._check_pool_fits(2, 1.0, False, seen.append)
+    assert len(seen) == 1 and "waiting for the cluster to grow" in seen[0]
+    er._check_pool_fits(1, 1.0, False, seen.append)  # fits: says nothing
+    assert len(seen) == 1
+
+
 def test_local_cluster_is_on_loopback_only(ray_cluster):
     import ray
 
