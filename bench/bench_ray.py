@@ -2,8 +2,8 @@
 
     python bench/bench_ray.py                        # 20k- and 80k-pair synthetic drops, clip-assets-tiny, 2-CPU cluster
     python bench/bench_ray.py --pairs 4000 --runs 3  # quicker, one size
-    python bench/bench_ray.py --model ViT-B-32 --device auto --precision bf16 --image-size 224 --pairs 50000 \
-        --batch-size 1024 --cpus 16 --actors 1 --workers 14   # one GPU (the actor's), 15 CPUs decoding
+    python bench/bench_ray.py --model ViT-B-32 --device auto --precision bf16 --image-size 224 \
+        --pairs 50000 --batch-size 1024 --cpus 16 --actors 1 --workers 14   # one GPU actor, 15 CPUs decoding
     (needs the optional extra: pip install clip-assets[ray])
 
 Both paths embed the same synthetic drop (clip_assets.world.write_drops, 64 px JPEGs; with ``--image-size`` the
@@ -15,7 +15,8 @@ rendered shapes of bench_embed.py at that side instead) with the same model, dev
 * ray:   :func:`clip_assets.models.embed_ray.embed_drop_ray` on a local cluster of ``--cpus`` CPUs started once
   (its start is reported, not timed). Each timed run is a whole job as an asset run pays it: actor pool start,
   one model load per actor, decode tasks, the pool, the commits. With N actors on C CPUs each actor reserves
-  (C - 1) / N CPUs, so one CPU always stays for the decode tasks (Ray Data can hang when actors hold every CPU).
+  (C - 1) / N CPUs on CPU, so one CPU always stays for the decode tasks (Ray Data can hang when actors hold every
+  CPU); on a GPU one CPU (and its GPU) each, the others decoding.
 
 Printed, per drop size (``--pairs``, comma-separated): the median seconds and images/s of ``--runs`` runs per
 configuration (local and Ray runs alternate, so drifting load on a shared machine affects both alike), ratio =
@@ -62,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the model (local and each actor)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     ap.add_argument("--cpus-per-actor", type=float, default=0,
-                    help="CPUs each actor reserves (0: (cpus - 1) / actors, so one CPU stays for decoding)")
+                    help="CPUs each actor reserves (0: on CPU (cpus - 1) / actors, so one CPU stays for decoding; "
+                         "on a GPU 1)")
     ap.add_argument("--actors", default="1,2", help="Ray pool sizes to time, comma-separated")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clip_assets_bench_ray"))
@@ -105,6 +107,14 @@ def _drop(work: Path, pairs: int, shard_size: int) -> Path:
     return Path(drop)
 
 
+def _cpus_per_actor(a: argparse.Namespace, actors: int) -> float:
+    """``--cpus-per-actor``, else: on CPU (cpus - 1) / actors (the model's compute shares the cores with decoding,
+    one CPU stays for it); on a GPU one each (the model runs on the GPU; every other CPU decodes)."""
+    if a.cpus_per_actor:
+        return a.cpus_per_actor
+    return (a.cpus - 1) / actors if a.device == "cpu" else 1.0
+
+
 def _summary(name: str, seconds: list[float], pairs: int) -> dict:
     med = statistics.median(seconds)
     return {"config": name, "runs": len(seconds), "median_s": round(med, 3), "images_per_s": round(pairs / med, 1),
@@ -140,7 +150,7 @@ def _time_size(a: argparse.Namespace, work: Path, n_pairs: int, spec) -> dict:
         t0 = time.perf_counter()
         # the spec itself: the driver loads it on CPU (its id, transforms, tokenizer), the actors on their device
         res = embed_drop_ray(tables, spec, work / f"out-ray-{n}", force=True, concurrency=n,
-                             cpus_per_actor=a.cpus_per_actor or (a.cpus - 1) / n)
+                             cpus_per_actor=_cpus_per_actor(a, n))
         assert res.rows_written == pairs, res
         return time.perf_counter() - t0
 
@@ -177,7 +187,8 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(0) if a.device != "cpu" and torch.cuda.is_available() else None
     print(f"\nmodel {a.model}, device {a.device}{f' ({gpu}, {a.precision})' if gpu else ''}, "
           f"{a.image_size or 64} px JPEGs, batch {a.batch_size}, local workers {a.workers}, Ray cluster {a.cpus} "
-          f"CPUs (actors reserve {a.cpus_per_actor or '(cpus - 1) / actors'} each), medians of {a.runs} runs")
+          f"CPUs (actors reserve {_cpus_per_actor(a, a.actor_counts[0]):g} CPUs each at {a.actor_counts[0]} actor(s)), "
+          f"medians of {a.runs} runs")
     print(f"{'pairs':>8} {'config':>8} {'median_s':>9} {'images/s':>9}  all_s")
     for res in results:
         for row in res["rows"]:
